@@ -1,0 +1,67 @@
+"""Top-K retrieval metrics (Recall, Precision, NDCG, MRR @K) on PyG's link-prediction metric classes."""
+from __future__ import annotations
+
+import torch
+from torch_geometric.metrics import (LinkPredMetricCollection, LinkPredMRR, LinkPredNDCG, LinkPredPrecision,
+                                     LinkPredRecall)
+
+from ..data.splits import EdgeSplit
+
+_METRICS = {"recall": LinkPredRecall, "precision": LinkPredPrecision, "ndcg": LinkPredNDCG, "mrr": LinkPredMRR}
+
+
+class RetrievalMetrics:
+    """Accumulates ranked predictions against ground-truth targets and reports flat ``name@k`` floats."""
+
+    def __init__(self, ks=(10, 20, 50)):
+        self.ks = tuple(sorted(ks))
+        self.collection = LinkPredMetricCollection(
+            {f"{name}@{k}": cls(k) for k in self.ks for name, cls in _METRICS.items()})
+
+    def update(self, pred_index: torch.Tensor, targets: torch.Tensor) -> None:
+        """``pred_index [Q, >=max_k]`` ranked item ids per query; ``targets [2, T]`` (query row, relevant item)."""
+        self.collection.update(pred_index[:, : self.ks[-1]], targets)
+
+    def compute(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.collection.compute().items()}
+
+
+@torch.no_grad()
+def top_k(queries: torch.Tensor, items: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
+          chunk: int = 4096) -> torch.Tensor:
+    """Exact top-``k`` item ids by inner product; ``exclude [2, X]`` (query row, item) pairs are never returned."""
+    k = min(k, items.size(0))
+    out = []
+    for start in range(0, queries.size(0), chunk):
+        scores = queries[start:start + chunk] @ items.t()
+        if exclude is not None and exclude.numel():
+            sel = (exclude[0] >= start) & (exclude[0] < start + chunk)
+            scores[exclude[0, sel] - start, exclude[1, sel]] = float("-inf")
+        out.append(scores.topk(k, dim=1).indices)
+    return torch.cat(out)
+
+
+def evaluate_copurchase(emb: torch.Tensor, split: EdgeSplit, stage: str, ks=(10, 20, 50)) -> dict[str, float]:
+    """Rank all products for every endpoint of a held-out link of ``stage``; the other endpoint is relevant.
+    The product itself and the links visible at that stage (train links, message-passing graph) are excluded."""
+    held = {"val": split.val, "test": split.test}[stage]
+    pairs = torch.cat([held, held.flip(0)], dim=1)
+    sources, rows = pairs[0].unique(return_inverse=True)
+    known = torch.cat([split.train, split.message_passing(stage)] + ([split.val] if stage == "test" else []), dim=1)
+    known = torch.cat([known, known.flip(0), torch.stack([sources, sources])], dim=1)
+    row_of = torch.full((split.num_nodes,), -1, dtype=torch.long)
+    row_of[sources] = torch.arange(sources.numel())
+    known = known[:, row_of[known[0]] >= 0]
+    exclude = torch.stack([row_of[known[0]], known[1]])
+    metrics = RetrievalMetrics(ks)
+    metrics.update(top_k(emb[sources], emb, max(ks), exclude), torch.stack([rows, pairs[1]]))
+    return metrics.compute()
+
+
+def evaluate_queries(query_emb: torch.Tensor, targets: torch.Tensor, item_emb: torch.Tensor,
+                     ks=(10, 20, 50)) -> dict[str, float]:
+    """Each query row ``i`` has exactly one relevant item ``targets[i]``."""
+    metrics = RetrievalMetrics(ks)
+    rows = torch.arange(query_emb.size(0))
+    metrics.update(top_k(query_emb, item_emb, max(ks)), torch.stack([rows, targets]))
+    return metrics.compute()

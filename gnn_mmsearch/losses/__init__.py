@@ -1,0 +1,3 @@
+from .infonce import InfoNCELoss
+
+__all__ = ["InfoNCELoss"]

@@ -1,0 +1,3 @@
+from .encoder import EncoderConfig, MultimodalGraphEncoder
+
+__all__ = ["EncoderConfig", "MultimodalGraphEncoder"]

@@ -1,0 +1,169 @@
+"""``MultimodalGraphEncoder``: fused image + text product features propagated over the co-purchase graph.
+
+    image feat --proj--\\
+                        fusion --> GraphPropagation (GCN x L) --> head --> L2-normalised product embedding
+    text  feat --proj--/
+    query text / image --proj (shared)--> query tower --> L2-normalised query embedding (same space)
+
+It is a plain ``nn.Module`` over feature tensors (``forward``), with convenience methods over raw products and
+queries (``encode_products``, ``encode_query``) that run the pretrained feature extractors named in its config.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..data.catalog import Catalog, Edge, Product
+from ..layers import GraphPropagation, create_fusion
+
+MODALITIES = ("image", "text")
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class EncoderConfig:
+    image_dim: int = 1280
+    text_dim: int = 384
+    hidden_dim: int = 256
+    out_dim: int = 128
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    fusion: str = "attention"
+    gnn_layers: int = 2
+    conv: str = "lightgcn"
+    dropout: float = 0.1
+    graph_edge_types: list[str] = field(default_factory=lambda: ["also_buy", "bought_together"])
+    features: dict = field(default_factory=dict)  # feature-extractor config: {"image": {...}, "text": {...}}
+
+    def __post_init__(self):
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+
+
+def _projection(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU(), nn.Dropout(dropout))
+
+
+def _tower(hidden_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+
+
+class MultimodalGraphEncoder(nn.Module):
+    def __init__(self, config: EncoderConfig | None = None, **kwargs):
+        super().__init__()
+        self.config = config or EncoderConfig(**kwargs)
+        c = self.config
+        self.proj = nn.ModuleDict({"image": _projection(c.image_dim, c.hidden_dim, c.dropout),
+                                   "text": _projection(c.text_dim, c.hidden_dim, c.dropout)})
+        self.fusion = create_fusion(c.fusion, len(MODALITIES), c.hidden_dim)
+        self.gnn = GraphPropagation(c.hidden_dim, c.gnn_layers, c.conv, c.dropout)
+        self.head = nn.Linear(c.hidden_dim, c.out_dim)
+        self.query_towers = nn.ModuleDict({m: _tower(c.hidden_dim, c.out_dim) for m in MODALITIES})
+        self._extractors: dict = {}
+
+    # ------------------------------------------------------------------ tensors in, embeddings out
+    def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                edge_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Product embeddings ``[N, out_dim]`` (unit norm) from features, masks and an (undirected) edge index."""
+        tokens = torch.stack([self.proj["image"](image), self.proj["text"](text)], dim=1)
+        mask = torch.stack([image_mask, text_mask], dim=1) & self._enabled(image.device)
+        h = self.fusion(tokens, mask)
+        if edge_index is None:
+            edge_index = torch.empty(2, 0, dtype=torch.long, device=h.device)
+        h = self.gnn(h, edge_index)
+        return F.normalize(self.head(h), dim=-1)
+
+    def embed_query_features(self, text: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
+        """Query embeddings ``[Q, out_dim]`` from text and/or image features (both given: their normalised sum)."""
+        parts = [F.normalize(self.query_towers[m](self.proj[m](x)), dim=-1)
+                 for m, x in (("text", text), ("image", image)) if x is not None]
+        if not parts:
+            raise ValueError("a query needs text and/or image features")
+        return F.normalize(torch.stack(parts).sum(0), dim=-1)
+
+    def _enabled(self, device) -> torch.Tensor:
+        return torch.tensor([m in self.config.modalities for m in MODALITIES], device=device)
+
+    # ------------------------------------------------------------------ raw products and queries
+    def feature_extractor(self, modality: str):
+        """The pretrained image or text feature extractor named in ``config.features`` (built on first use)."""
+        from ..features import build_image_encoder, build_text_encoder
+
+        if modality not in self._extractors:
+            build = build_image_encoder if modality == "image" else build_text_encoder
+            self._extractors[modality] = build(self.config.features)
+        return self._extractors[modality]
+
+    def set_feature_extractors(self, image=None, text=None) -> None:
+        """Reuse already-built extractors (they must match ``config.features``)."""
+        self._extractors.update({k: v for k, v in (("image", image), ("text", text)) if v is not None})
+
+    @torch.inference_mode()
+    def encode_products(self, products: Catalog | Sequence[Product], edges: Iterable[Edge] = (),
+                        cache_dir: str | Path | None = None) -> torch.Tensor:
+        """Embed products, seen in training or not (inductive): features are extracted, then propagated over
+        ``edges`` (ids among ``products``; a Catalog brings its own). No edges = cold start, content only."""
+        from ..features import extract_features
+
+        catalog = products if isinstance(products, Catalog) else Catalog(list(products), edges)
+        feats = extract_features(catalog, self.feature_extractor("image"), self.feature_extractor("text"), cache_dir)
+        was_training = self.training
+        self.eval()
+        emb = self(feats.image, feats.image_mask, feats.text, feats.text_mask,
+                   catalog.to_pyg(self.config.graph_edge_types).edge_index)
+        self.train(was_training)
+        return emb
+
+    @torch.inference_mode()
+    def encode_query(self, text: str | Sequence[str] | None = None,
+                     image: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
+        """Embed text and/or image queries (image = file path) into the product space: ``[Q, out_dim]``."""
+        texts = [text] if isinstance(text, str) else list(text) if text is not None else None
+        images = [image] if isinstance(image, (str, Path)) else list(image) if image is not None else None
+        if texts is not None and any(not t or not t.strip() for t in texts):
+            raise ValueError("empty text query: give some words to search for")
+        if not texts and not images:
+            raise ValueError("empty query: give text and/or an image")
+        if texts and images and len(texts) != len(images):
+            raise ValueError(f"{len(texts)} text queries but {len(images)} image queries")
+        was_training = self.training
+        self.eval()
+        text_feat = image_feat = None
+        if texts:
+            vecs, _ = self.feature_extractor("text").encode(texts, progress=False)
+            text_feat = torch.as_tensor(vecs)
+        if images:
+            vecs, ok = self.feature_extractor("image").encode([Path(p) for p in images], progress=False)
+            if not ok.all():
+                bad = [str(p) for p, good in zip(images, ok) if not good]
+                raise ValueError(f"cannot read query image(s): {', '.join(bad)}")
+            image_feat = torch.as_tensor(vecs)
+        out = self.embed_query_features(text=text_feat, image=image_feat)
+        self.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "MultimodalGraphEncoder":
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).exists():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}: not a saved MultimodalGraphEncoder")
+        model = cls(EncoderConfig(**json.loads((directory / CONFIG_NAME).read_text())))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=map_location))
+        return model.eval()

@@ -1,0 +1,4 @@
+"""Result re-ranking."""
+from .mmr import MMRReranker, mmr
+
+__all__ = ["MMRReranker", "mmr"]

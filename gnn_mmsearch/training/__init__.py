@@ -1,0 +1,3 @@
+from .trainer import TrainConfig, Trainer
+
+__all__ = ["TrainConfig", "Trainer"]

@@ -1,0 +1,114 @@
+"""Training loop: InfoNCE on co-purchase links + query-to-product alignment, early stopping on validation."""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.splits import EdgeSplit, remove_pairs
+from ..evaluation.retrieval import evaluate_copurchase
+from ..features import ProductFeatures
+from ..losses import InfoNCELoss
+from ..models.encoder import MultimodalGraphEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 300
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    temperature: float = 0.1
+    num_negatives: int = 256
+    align_weight: float = 1.0
+    supervision_ratio: float = 0.3  # share of train links used as targets each epoch, hidden from message passing
+    patience: int = 20
+    monitor: str = "recall@10"
+
+
+class Trainer:
+    """Full-batch trainer for catalogs that fit in memory (the whole graph is propagated each step).
+
+    Each epoch a fresh ``supervision_ratio`` of the train links becomes the target set and is removed from the
+    message-passing graph (PyG's ``disjoint_train_ratio`` idea, resampled per epoch), so the encoder cannot
+    read a target link off its own input.
+    """
+
+    def __init__(self, model: MultimodalGraphEncoder, features: ProductFeatures, split: EdgeSplit,
+                 query_holdout: torch.Tensor, config: TrainConfig, seed: int = 0,
+                 on_epoch_end: Callable[[dict], None] | None = None):
+        self.model, self.features, self.split, self.config = model, features, split, config
+        self.align_pool = {m: (getattr(features, f"{m}_mask") & ~query_holdout).nonzero().flatten()
+                           for m in model.config.modalities}
+        self.loss = InfoNCELoss(config.temperature)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.on_epoch_end = on_epoch_end
+        self.history: list[dict] = []
+
+    def embed(self, edge_index: torch.Tensor) -> torch.Tensor:
+        f = self.features
+        return self.model(f.image, f.image_mask, f.text, f.text_mask, edge_index)
+
+    def fit(self) -> list[dict]:
+        cfg, split = self.config, self.split
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        train_graph = split.message_passing("train")
+        best, best_state, stale = float("-inf"), None, 0
+        bar = tqdm(range(1, cfg.max_epochs + 1), desc="train", unit="epoch", leave=False, disable=None)
+        for epoch in bar:
+            self.model.train()
+            perm = split.train[:, torch.randperm(split.train.size(1), generator=self.generator)]
+            n_sup = max(1, int(cfg.supervision_ratio * perm.size(1)))
+            targets = perm[:, :n_sup]
+            graph = remove_pairs(train_graph, targets, split.num_nodes)
+            losses = []
+            for start in range(0, n_sup, cfg.batch_size):
+                batch = targets[:, start:start + cfg.batch_size]
+                z = self.embed(graph)
+                neg = torch.randint(0, split.num_nodes, (cfg.num_negatives,), generator=self.generator)
+                loss = self.loss(z[batch[0]], z[batch[1]], z[neg])
+                loss = loss + cfg.align_weight * self._alignment_loss(z)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            row = {"epoch": epoch, "train/loss": sum(losses) / len(losses), **self.validate()}
+            self.history.append(row)
+            if self.on_epoch_end:
+                self.on_epoch_end(row)
+            score = row[f"val/{cfg.monitor}"]
+            bar.set_postfix(loss=f"{row['train/loss']:.3f}", **{cfg.monitor: f"{score:.4f}"})
+            if score > best:
+                best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, best)
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        return self.history
+
+    def _alignment_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """A product's own text / image, embedded by the query tower, must retrieve that product."""
+        total = z.new_zeros(())
+        for modality, pool in self.align_pool.items():
+            if pool.numel() < 2:
+                continue
+            idx = pool[torch.randperm(pool.numel(), generator=self.generator)[: self.config.batch_size]]
+            q = self.model.embed_query_features(**{modality: getattr(self.features, modality)[idx]})
+            total = total + InfoNCELoss(self.config.temperature, symmetric=False)(q, z[idx])
+        return total
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        metrics = evaluate_copurchase(self.embed(self.split.message_passing("val")), self.split, "val", ks=(10, 20))
+        return {f"val/{k}": v for k, v in metrics.items()}
