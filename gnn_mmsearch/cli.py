@@ -1,4 +1,4 @@
-"""``gnn-mmsearch`` command line: ``run`` (Hydra) and ``search`` (from a saved run)."""
+"""``gnn-mmsearch`` command line: ``run`` (Hydra), ``search`` and ``explain`` (from a saved run), ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -12,9 +12,17 @@ USAGE = """usage: gnn-mmsearch COMMAND [ARGS]
 
 commands:
   run [HYDRA OVERRIDES]   build the catalog, extract features, train, index, evaluate (e.g. model.gnn.layers=0, -m for sweeps)
-  search [QUERY] [--image PATH] [--product ID] [--run DIR] [-k K] [--mmr-lambda L] [--filter F]
+  search [QUERY] [--image PATH] [--product ID] [--history IDS [--decay D]] [--batch FILE]
+         [--run DIR] [-k K] [--mmr-lambda L] [--filter F]
                           answer a query from a saved run (default: the newest run under ./runs)
+  report PATH [PATH ...] [--out DIR] [--metrics M ...]
+                          aggregate multirun directories: table (markdown + CSV, mean ± std over seeds) and plots
+  explain [QUERY] [--image PATH] [--product ID] [--result ID] [--run DIR] [-k K] [--out PNG]
+                          why a result comes up: modality shares and neighbour contributions, as text and a PNG
 """
+SEARCH_EPILOG = ("An empty result set (e.g. a filter nothing matches) prints 'no results' and exits 0. An empty "
+                 "query, an unknown product id, a history without a known id, an unreadable image or batch file or "
+                 "a malformed filter print a one-line message and exit 2.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(rest)
     if command == "search":
         return _search(rest)
+    if command == "report":
+        return _report(rest)
+    if command == "explain":
+        return _explain(rest)
     print(f"gnn-mmsearch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
@@ -36,11 +48,12 @@ def _run(overrides: list[str]) -> int:
     from omegaconf import DictConfig
 
     @hydra.main(version_base="1.3", config_path="pkg://gnn_mmsearch.conf", config_name="config")
-    def _job(cfg: DictConfig) -> None:
+    def _job(cfg: DictConfig) -> float | None:
         from hydra.core.hydra_config import HydraConfig
 
         from .pipeline import run
-        run(cfg, HydraConfig.get().runtime.output_dir)
+        metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+        return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None  # what a sweeper optimises
 
     sys.argv = [sys.argv[0], *overrides]
     _job()
@@ -53,10 +66,16 @@ def newest_run(root: Path = Path("runs")) -> Path | None:
 
 
 def _search(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gnn-mmsearch search", description="Search the catalog of a saved run.")
+    parser = argparse.ArgumentParser(prog="gnn-mmsearch search", description="Search the catalog of a saved run.",
+                                     epilog=SEARCH_EPILOG)
     parser.add_argument("query", nargs="?", help="text query")
     parser.add_argument("--image", help="image query (a file path); with a text query, both are combined")
     parser.add_argument("--product", help="find products bought with this product id")
+    parser.add_argument("--history", help="a user's history: product ids, oldest first, comma-separated; finds "
+                        "products near their mean vector (history items excluded, unknown ids skipped)")
+    parser.add_argument("--decay", type=float, help="with --history: the i-th most recent item weighs DECAY**i")
+    parser.add_argument("--batch", type=Path, help="file with one text query per line (blank lines skipped), "
+                        "answered in one batch")
     parser.add_argument("--run", type=Path, help="run directory (default: the newest under ./runs)")
     parser.add_argument("-k", type=int, default=10, help="number of results")
     parser.add_argument("--mmr-lambda", type=float, help="MMR trade-off in [0, 1] (1 = relevance only)")
@@ -68,10 +87,16 @@ def _search(args: list[str]) -> int:
         print(f"gnn-mmsearch search: {msg}", file=sys.stderr)
         return 2
 
-    if ns.product is None and ns.query is None and ns.image is None:
-        return fail("give a text query, --image PATH or --product ID")
-    if ns.product is not None and (ns.query or ns.image):
-        return fail("--product cannot be combined with a text or image query")
+    modes = [name for name, given in (("--product", ns.product is not None), ("--history", ns.history is not None),
+                                      ("--batch", ns.batch is not None),
+                                      ("a text or image query", ns.query is not None or ns.image is not None))
+             if given]
+    if not modes:
+        return fail("give a text query, --image PATH or --product ID, or --history IDS or --batch FILE")
+    if len(modes) > 1:
+        return fail(f"{modes[0]} cannot be combined with {modes[1]}")
+    if ns.decay is not None and ns.history is None:
+        return fail("--decay needs --history")
     if ns.k < 1:
         return fail("-k must be at least 1")
     if ns.mmr_lambda is not None and not 0 <= ns.mmr_lambda <= 1:
@@ -80,15 +105,76 @@ def _search(args: list[str]) -> int:
     if run_dir is None:
         return fail("no saved run found under ./runs: run `gnn-mmsearch run` first or pass --run DIR")
 
+    if ns.batch is not None:
+        try:
+            queries = [line.strip() for line in ns.batch.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            return fail(f"cannot read batch file {ns.batch}: {getattr(err, 'strerror', None) or err}")
+        if not queries:
+            return fail(f"batch file {ns.batch} has no queries")
+
     from .index import Filter
     from .search import Searcher, format_hits
     try:
         flt = Filter.parse(ns.filter) if ns.filter else None
         searcher = Searcher.from_run(run_dir)
-        hits = searcher.search(text=ns.query, image=ns.image, product=ns.product, k=ns.k, filter=flt,
-                               mmr_lambda=ns.mmr_lambda)
+        if ns.batch is not None:
+            answers = list(zip(queries, searcher.search_batch(queries, k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda)))
+        else:
+            history = [i.strip() for i in ns.history.split(",") if i.strip()] if ns.history is not None else None
+            answers = [(None, searcher.search(text=ns.query, image=ns.image, product=ns.product, history=history,
+                                              k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda, decay=ns.decay))]
     except (ValueError, KeyError, FileNotFoundError) as err:
         return fail(err.args[0] if err.args else str(err))
+    empty = "no results" + (f": no product left after --filter {ns.filter!r}" if ns.filter else "")
     print(f"run: {run_dir}")
-    print(format_hits(hits))
+    for query, hits in answers:
+        print(format_hits(hits, empty) if query is None else f'\nsearch "{query}":\n{format_hits(hits, empty)}')
+    return 0
+
+
+def _report(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gnn-mmsearch report", description="Aggregate multirun directories.")
+    parser.add_argument("paths", nargs="+", type=Path, help="multirun (or run) directories, searched recursively")
+    parser.add_argument("--out", type=Path, help="output directory (default: <first path>/report)")
+    parser.add_argument("--metrics", nargs="+", help="table columns (default: main retrieval metrics, epochs, train_s)")
+    ns = parser.parse_args(args)
+    from .report import write_report
+    try:
+        written = write_report(ns.paths, ns.out, ns.metrics)
+    except FileNotFoundError as err:
+        print(f"gnn-mmsearch report: {err}", file=sys.stderr)
+        return 2
+    print(written["markdown"].read_text())
+    print("\n".join(f"{name}: {path}" for name, path in written.items()))
+    return 0
+
+
+def _explain(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gnn-mmsearch explain", description="Explain why a result comes up.")
+    parser.add_argument("query", nargs="?", help="text query")
+    parser.add_argument("--image", help="image query (a file path)")
+    parser.add_argument("--product", help="product query: a product id")
+    parser.add_argument("--result", help="product id to explain (default: the top hit)")
+    parser.add_argument("--run", type=Path, help="run directory (default: the newest under ./runs)")
+    parser.add_argument("-k", type=int, default=5, help="neighbours to show")
+    parser.add_argument("--out", type=Path, help="PNG to write (default: explain_<result>.png)")
+    ns = parser.parse_args(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if ns.query is None and ns.image is None and ns.product is None:
+        print("gnn-mmsearch explain: give a text query, --image PATH or --product ID", file=sys.stderr)
+        return 2
+    run_dir = ns.run or newest_run()
+    if run_dir is None:
+        print("gnn-mmsearch explain: no saved run found under ./runs: pass --run DIR", file=sys.stderr)
+        return 2
+
+    from .explain import explain
+    try:
+        ex = explain(run_dir, query=ns.query, product_id=ns.result, image=ns.image, product=ns.product, k=ns.k)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        print(f"gnn-mmsearch explain: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    print(f"run: {run_dir}\n{ex.to_text()}")
+    print(f"picture: {ex.plot(ns.out or Path(f'explain_{ex.product_id}.png'))}")
     return 0

@@ -11,11 +11,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .data import Catalog, SyntheticConfig, load_or_generate, split_edges, split_products
-from .evaluation import evaluate_copurchase, evaluate_queries, title_queries, top_k
+from .evaluation import evaluate_copurchase, evaluate_queries, served_metrics, title_queries, top_k
 from .features import build_image_encoder, build_text_encoder, extract_features
 from .index import create_index
 from .models import EncoderConfig, MultimodalGraphEncoder
 from .search import RUN_INFO, Searcher, format_hits, index_attributes
+from .tracking import Tracker, start_run
 from .training import TrainConfig, Trainer
 from .utils import seed_everything, write_json
 
@@ -42,9 +43,16 @@ def build_encoder(cfg: DictConfig, image_dim: int, text_dim: int) -> MultimodalG
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
-    """Run the whole pipeline and write the run directory; returns the flat metrics."""
+    """Run the whole pipeline and write the run directory, tracked by ``cfg.logger``; returns the flat metrics."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with start_run(cfg, run_dir) as tracker:
+        metrics = _run(cfg, run_dir, tracker)
+        tracker.log_final(metrics)
+    return metrics
+
+
+def _run(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, float]:
     timings, t0 = {}, time.perf_counter()
     seed_everything(cfg.seed)
     cache_dir = Path(cfg.cache_dir).expanduser()
@@ -65,7 +73,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     model.set_feature_extractors(image=image_enc, text=text_enc)
 
     t = time.perf_counter()
-    trainer = Trainer(model, feats, split, holdout, TrainConfig(**cfg.train), seed=cfg.seed)
+    trainer = Trainer(model, feats, split, holdout, TrainConfig(**cfg.train), seed=cfg.seed,
+                      on_epoch_end=tracker.log_epoch)
     history = trainer.fit()
     timings["train_s"] = time.perf_counter() - t
 
@@ -74,6 +83,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     with torch.no_grad():
         emb_test = trainer.embed(split.message_passing("test"))
     metrics = {f"copurchase/{k}": v for k, v in evaluate_copurchase(emb_test, split, "test", ks).items()}
+    metrics.update(best_validation(history, cfg.train.monitor))
     queries, targets = title_queries(catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
     if queries:
         q_emb = model.encode_query(text=queries)
@@ -86,6 +96,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     index = create_index(cfg.index.kind, dim=emb.shape[1], **{k: v for k, v in cfg.index.items() if k != "kind"})
     index.add(emb, catalog.ids, index_attributes(catalog))
     metrics["index/recall@10"] = _index_recall(index, emb, catalog.ids)
+    if queries:
+        metrics.update(served_query_metrics(index, q_emb.numpy(), [catalog.ids[t] for t in targets], catalog,
+                                            cfg.rerank, min(ks)))
     timings["eval_index_s"] = time.perf_counter() - t
 
     model.save_pretrained(run_dir / "encoder")
@@ -109,6 +122,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
+def best_validation(history: list[dict], monitor: str) -> dict[str, float]:
+    """The validation metrics of the epoch the trainer kept (first best ``val/<monitor>``): what sweeps optimise."""
+    best = max(history, key=lambda row: row[f"val/{monitor}"])
+    return {k: v for k, v in best.items() if k.startswith("val/")}
+
+
 def _index_recall(index, emb: np.ndarray, ids: list[str], num_queries: int = 500, k: int = 10) -> float:
     """Recall@k of the served index against exact search, on product-to-product queries."""
     rng = np.random.default_rng(0)
@@ -117,6 +136,21 @@ def _index_recall(index, emb: np.ndarray, ids: list[str], num_queries: int = 500
     found = index.search(emb[rows], k).ids
     hits = sum(len({ids[j] for j in exact[r]} & set(found[r])) for r in range(len(rows)))
     return hits / (len(rows) * k)
+
+
+def served_query_metrics(index, queries: np.ndarray, targets: list[str], catalog: Catalog, rerank: DictConfig,
+                         k: int) -> dict[str, float]:
+    """Diversity of the served index's top-``k`` lists for the text queries (``diversity/*``) and, when
+    ``rerank.mmr_lambda`` is set, their relevance and diversity after MMR (``text_query_mmr/*``, ``diversity_mmr/*``).
+    Coverage is distinct leaf categories in the top ``k`` divided by ``k`` (see ``evaluation/served.py``)."""
+    lambdas = [None] if rerank.mmr_lambda is None else [None, rerank.mmr_lambda]
+    categories = {p.id: p.category for p in catalog.products}
+    plain, *reranked = served_metrics(index, queries, targets, categories, k, lambdas, rerank.candidates)
+    out = {f"diversity/{m}@{k}": plain[f"{m}@{k}"] for m in ("ild", "coverage")}
+    for res in reranked:
+        out.update({f"text_query_mmr/{m}@{k}": res[f"{m}@{k}"] for m in ("recall", "ndcg")})
+        out.update({f"diversity_mmr/{m}@{k}": res[f"{m}@{k}"] for m in ("ild", "coverage")})
+    return out
 
 
 def format_metrics(metrics: dict[str, float], ks) -> str:

@@ -1,9 +1,14 @@
-"""Answer text, image and product queries from a saved run (encoder + index + catalog), with optional MMR."""
+"""Answer queries from a saved run (encoder + index + catalog), with optional MMR.
+
+Queries: text, image, text and image together, a product id, a user's history (product ids), or a batch of texts.
+"""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -13,6 +18,7 @@ from .models.encoder import MultimodalGraphEncoder
 from .rerank import mmr
 
 RUN_INFO = "run.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,30 +56,76 @@ class Searcher:
                    Catalog.load(catalog_root), rerank.get("mmr_lambda"), rerank.get("candidates", 100))
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
-               k: int = 10, filter: Filter | None = None, mmr_lambda: float | None = None) -> list[Hit]:
-        """Top-``k`` products for a text and/or image query, or for a product id (the product itself excluded)."""
+               history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,
+               mmr_lambda: float | None = None, decay: float | None = None) -> list[Hit]:
+        """Top-``k`` products for one query: text and/or image (both given: one combined query), a product id (the
+        product itself excluded) or a ``history`` of product ids (see :meth:`user_vector`; those ids excluded)."""
+        kinds = [name for name, given in (("a text or image query", text is not None or image is not None),
+                                          ("a product id", product is not None), ("a history", history is not None))
+                 if given]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of a text and/or image query, a product id or a history"
+                             + (f", not {' and '.join(kinds)}" if kinds else ""))
         if product is not None:
             if product not in self.index:
                 raise KeyError(f"unknown product id {product!r}")
-            query, exclude = self.index.vectors([product]), [[product]]
+            query, exclude = self.index.vectors([product]), [product]
+        elif history is not None:
+            query, exclude = self.user_vector(history, decay)
         else:
-            query, exclude = self.encoder.encode_query(text=text, image=image).numpy(), None
+            query, exclude = self.encoder.encode_query(text=text, image=image).numpy(), []
+        return self._rank(query, [exclude], k, filter, mmr_lambda)[0]
+
+    def search_batch(self, texts: Sequence[str], k: int = 10, filter: Filter | None = None,
+                     mmr_lambda: float | None = None) -> list[list[Hit]]:
+        """Top-``k`` products for each text query: one encoder forward pass and one index search for the batch."""
+        if not texts:
+            return []
+        query = self.encoder.encode_query(text=list(texts)).numpy()
+        return self._rank(query, None, k, filter, mmr_lambda)
+
+    def user_vector(self, history: Sequence[str], decay: float | None = None) -> tuple[np.ndarray, list[str]]:
+        """A user's query vector from their history (product ids, oldest first) and the known ids in it.
+
+        The vector is the mean of the items' stored index vectors; with ``decay`` in (0, 1] the ``i``-th most recent
+        item weighs ``decay ** i`` (repeats count each time). Unknown ids are skipped with a warning.
+        """
+        if decay is not None and not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        history = [history] if isinstance(history, str) else list(history)
+        known = [pid for pid in history if pid in self.index]
+        unknown = [pid for pid in history if pid not in self.index]
+        if not known:
+            raise KeyError(f"no known product id in the history {history!r}" if history
+                           else "empty history: give at least one product id")
+        if unknown:
+            log.warning("history: skipped %d unknown product id(s): %s", len(unknown), ", ".join(unknown))
+        weights = np.ones(len(known)) if decay is None else decay ** np.arange(len(known) - 1, -1, -1.0)
+        vector = (weights / weights.sum()) @ self.index.vectors(known)
+        return vector.astype(np.float32)[None], known
+
+    def _rank(self, query: np.ndarray, exclude: list[list[str]] | None, k: int, filter: Filter | None,
+              mmr_lambda: float | None) -> list[list[Hit]]:
+        """Search the index for each query row (``exclude[q]``: ids never returned), optionally re-ranked by MMR."""
         lam = self.mmr_lambda if mmr_lambda is None else mmr_lambda
         depth = max(k, self.candidates) if lam is not None else k
         res = self.index.search(query, depth, filter=filter, exclude=exclude)
-        ids, scores = res.ids[0], np.asarray(res.scores[0])
-        if lam is not None and ids:
-            order = mmr(scores, self.index.vectors(ids), k, lam)
-            ids, scores = [ids[i] for i in order], scores[order]
-        return [self._hit(i, s) for i, s in zip(ids[:k], scores[:k])]
+        out = []
+        for ids, scores in zip(res.ids, res.scores):
+            if lam is not None and ids:
+                order = mmr(scores, self.index.vectors(ids), k, lam)
+                ids, scores = [ids[i] for i in order], scores[order]
+            out.append([self._hit(i, s) for i, s in zip(ids[:k], scores[:k])])
+        return out
 
     def _hit(self, pid: str, score: float) -> Hit:
         p = self.catalog.products[self.catalog.index_of[pid]]
         return Hit(pid, float(score), p.title, " > ".join(p.category), p.price)
 
 
-def format_hits(hits: list[Hit]) -> str:
+def format_hits(hits: list[Hit], empty: str = "(no results)") -> str:
+    """One indented line per hit, or ``empty`` when there is none."""
     if not hits:
-        return "  (no results)"
+        return f"  {empty}"
     return "\n".join(f"  {r:>2}. {h.score:.3f}  {h.id}  {h.title or '(no title)'}  [{h.category}]"
                      + (f"  ${h.price:.2f}" if h.price is not None else "") for r, h in enumerate(hits, 1))

@@ -52,6 +52,8 @@ class Product:
     @classmethod
     def from_dict(cls, d: dict) -> "Product":
         known = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise TypeError(f"a product must be a JSON object, not {type(d).__name__}: {d!r}")
         if not d.get("id"):
             raise ValueError(f"product without an id: {d!r}")
         kwargs = {k: v for k, v in d.items() if k in known}
@@ -59,7 +61,13 @@ class Product:
         for num in ("price", "rating", "popularity"):
             v = kwargs.get(num)
             kwargs[num] = None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
-        kwargs["category"] = list(kwargs.get("category") or [])
+        category = kwargs.get("category") or []
+        kwargs["category"] = [category] if isinstance(category, str) else list(category)
+        for name in ("title", "description", "brand", "image_path"):
+            if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
+                raise TypeError(f"{name} must be a string, got {kwargs[name]!r}")
+        if not all(isinstance(c, str) for c in kwargs["category"]):
+            raise TypeError(f"category must be a list of strings, got {kwargs['category']!r}")
         return cls(**kwargs)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -61,13 +62,17 @@ def extract_features(
     catalog: Catalog,
     image_encoder: ImageEncoder,
     text_encoder: TextEncoder,
-    cache_dir: str | Path,
+    cache_dir: str | Path | None,
     chunk_size: int = 512,
 ) -> ProductFeatures:
     """Image and text features of every product, reusing ``cache_dir`` and extracting only what is missing.
 
     Extracted vectors are stored every ``chunk_size`` items, so an interrupted run resumes where it stopped.
+    ``cache_dir=None`` extracts everything and keeps nothing.
     """
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-features-") as tmp:
+            return extract_features(catalog, image_encoder, text_encoder, tmp, chunk_size)
     image_keys, image_inputs, image_missing, hash_failed = _image_keys(catalog)
     image, image_ok, image_found = _cached_encode(
         image_keys, image_inputs, image_encoder.encode, FeatureCache(cache_dir, image_encoder.config()),

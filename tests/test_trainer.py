@@ -1,0 +1,124 @@
+"""The training loop on a tiny synthetic catalog, with seeded random features standing in for the extractors."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from gnn_mmsearch.data import SyntheticConfig, generate, split_edges, split_products
+from gnn_mmsearch.features import ProductFeatures
+from gnn_mmsearch.models import EncoderConfig, MultimodalGraphEncoder
+from gnn_mmsearch.training import TrainConfig, Trainer
+
+IMAGE_DIM, TEXT_DIM = 24, 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two shared cores: one intra-op thread avoids oversubscription (and keeps runs repeatable)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    return generate(SyntheticConfig(num_products=120, num_users=5, image_size=16, seed=0),
+                    tmp_path_factory.mktemp("trainer"))
+
+
+@pytest.fixture(scope="module")
+def features(catalog) -> ProductFeatures:
+    """Random features that still carry the hidden collection (so there is something to learn)."""
+    g = torch.Generator().manual_seed(0)
+    n = len(catalog)
+    collection = torch.tensor(catalog.meta["ground_truth"]["collection"])
+    centres_i = torch.randn(int(collection.max()) + 1, IMAGE_DIM, generator=g)
+    centres_t = torch.randn(int(collection.max()) + 1, TEXT_DIM, generator=g)
+    image_mask = torch.tensor([p.image_path is not None for p in catalog.products])
+    text_mask = torch.tensor([p.text() is not None for p in catalog.products])
+    image = (centres_i[collection] + torch.randn(n, IMAGE_DIM, generator=g)) * image_mask[:, None]
+    text = (centres_t[collection] + torch.randn(n, TEXT_DIM, generator=g)) * text_mask[:, None]
+    return ProductFeatures(image=image, image_mask=image_mask, text=text, text_mask=text_mask)
+
+
+def _fit(catalog, features, seed: int = 0, callback=None, **train_kwargs):
+    torch.manual_seed(seed)  # model initialisation and dropout
+    split = split_edges(catalog, seed=seed)
+    holdout = split_products(len(catalog), 0.1, seed)
+    model = MultimodalGraphEncoder(EncoderConfig(image_dim=IMAGE_DIM, text_dim=TEXT_DIM, hidden_dim=32, out_dim=16))
+    cfg = TrainConfig(**{"max_epochs": 6, "batch_size": 64, "num_negatives": 32, "patience": 100, **train_kwargs})
+    trainer = Trainer(model, features, split, holdout, cfg, seed=seed, on_epoch_end=callback)
+    return trainer, trainer.fit()
+
+
+def test_fit_records_history(catalog, features):
+    rows = []
+    trainer, history = _fit(catalog, features, callback=rows.append)
+    assert [r["epoch"] for r in history] == list(range(1, 7))
+    assert rows == history
+    for row in history:
+        assert {"epoch", "train/loss", "val/recall@10", "val/recall@20", "val/ndcg@10", "val/mrr@10"} <= set(row)
+        assert math.isfinite(row["train/loss"]) and row["train/loss"] > 0
+        assert all(0.0 <= v <= 1.0 for k, v in row.items() if k.startswith("val/"))
+    assert not trainer.model.training
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+
+
+def test_fit_restores_the_best_weights(catalog, features):
+    """A high learning rate makes validation go up and down; the weights of the best epoch are kept."""
+    snapshots = {}
+
+    def keep(row):  # called right after the epoch's validation, i.e. with that epoch's weights
+        snapshots[row["epoch"]] = copy.deepcopy(trainer.model.state_dict())
+
+    torch.manual_seed(0)
+    split = split_edges(catalog, seed=0)
+    model = MultimodalGraphEncoder(EncoderConfig(image_dim=IMAGE_DIM, text_dim=TEXT_DIM, hidden_dim=32, out_dim=16))
+    trainer = Trainer(model, features, split, split_products(len(catalog), 0.1, 0),
+                      TrainConfig(max_epochs=8, lr=0.05, batch_size=64, num_negatives=32, patience=100),
+                      seed=0, on_epoch_end=keep)
+    history = trainer.fit()
+    scores = [r["val/recall@10"] for r in history]
+    best_epoch = history[scores.index(max(scores))]["epoch"]  # the first epoch reaching the best score
+    final = trainer.model.state_dict()
+    for name, value in snapshots[best_epoch].items():
+        torch.testing.assert_close(final[name], value, rtol=0, atol=0, msg=name)
+    assert trainer.validate()["val/recall@10"] == pytest.approx(max(scores))
+    assert best_epoch != history[-1]["epoch"], "precondition: a later epoch scored worse than the best"
+    assert any(not torch.equal(final[k], v) for k, v in snapshots[history[-1]["epoch"]].items())
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(catalog, features):
+    # lr=0: the weights never change, so validation never improves after the first epoch
+    _, history = _fit(catalog, features, lr=0.0, patience=2, max_epochs=20)
+    assert len(history) == 3
+    assert len({r["val/recall@10"] for r in history}) == 1
+
+
+def test_same_seed_same_history(catalog, features):
+    _, first = _fit(catalog, features, seed=0)
+    _, second = _fit(catalog, features, seed=0)
+    assert first == second
+    _, other = _fit(catalog, features, seed=1)
+    assert [r["train/loss"] for r in other] != [r["train/loss"] for r in first]
+
+
+def test_validation_graph_hides_val_links(catalog, features):
+    """What the trainer validates on is the val-stage graph: no val link reaches the encoder."""
+    trainer, _ = _fit(catalog, features, max_epochs=1)
+    graph = trainer.split.message_passing("val")
+    seen = {(a, b) for a, b in graph.t().tolist()}
+    assert not any((a, b) in seen or (b, a) in seen for a, b in trainer.split.val.t().tolist())
+
+
+def test_alignment_pool_skips_products_without_the_modality_and_held_out_products(catalog, features):
+    trainer, _ = _fit(catalog, features, max_epochs=1)
+    holdout = split_products(len(catalog), 0.1, 0)
+    for modality, pool in trainer.align_pool.items():
+        mask = getattr(features, f"{modality}_mask")
+        assert mask[pool].all() and not holdout[pool].any()
+        assert pool.numel() == int((mask & ~holdout).sum())
