@@ -55,8 +55,11 @@ def _run(overrides: list[str]) -> int:
         metrics = run(cfg, HydraConfig.get().runtime.output_dir)
         return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None  # what a sweeper optimises
 
-    sys.argv = [sys.argv[0], *overrides]
-    _job()
+    argv, sys.argv = sys.argv, [sys.argv[0], *overrides]  # Hydra reads its overrides from sys.argv
+    try:
+        _job()
+    finally:
+        sys.argv = argv
     return 0
 
 

@@ -168,10 +168,12 @@ class Catalog:
         return Data(num_nodes=len(self), edge_index=edge_index, edge_type=edge_type)
 
     def fingerprint(self) -> str:
-        """A short content hash of products, edges and interactions (images by file size and name)."""
+        """A short content hash of products, edges and interactions (images by name and file size)."""
         h = hashlib.sha256()
         for p in self.products:
             h.update(json.dumps(asdict(p), sort_keys=True).encode())
+            image = self.image_file(p)
+            h.update(str(image.stat().st_size if image is not None and image.exists() else -1).encode())
         for e in self.edges:
             h.update(f"{e.src}\t{e.dst}\t{e.type}\n".encode())
         for i in self.interactions:

@@ -7,11 +7,13 @@ from ..data.catalog import Product
 
 
 def title_query(product: Product, rng: np.random.Generator, drop: float = 0.3) -> str | None:
-    """Lower-cased title without the brand, with words dropped at random (the last word, usually the noun, kept)."""
+    """Lower-cased title without its leading brand, with words dropped at random (the last word, usually the noun, kept)."""
     if not product.title:
         return None
-    brand = set((product.brand or "").lower().split())
-    words = [w for w in product.title.lower().split() if w not in brand]
+    title, brand = product.title.lower(), (product.brand or "").lower().strip()
+    if brand and (title == brand or title.startswith(brand + " ")):
+        title = title[len(brand):]
+    words = title.split()
     if len(words) <= 2:
         return " ".join(words) or None
     kept = [w for w in words[:-1] if rng.random() >= drop] + [words[-1]]

@@ -108,12 +108,13 @@ class MultimodalGraphEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode_products(self, products: Catalog | Sequence[Product], edges: Iterable[Edge] = (),
-                        cache_dir: str | Path | None = None) -> torch.Tensor:
+                        root: str | Path | None = None, cache_dir: str | Path | None = None) -> torch.Tensor:
         """Embed products, seen in training or not (inductive): features are extracted, then propagated over
-        ``edges`` (ids among ``products``; a Catalog brings its own). No edges = cold start, content only."""
+        ``edges`` (ids among ``products``; a Catalog brings its own). No edges = cold start, content only.
+        Relative image paths are resolved against ``root`` (a Catalog brings its own)."""
         from ..features import extract_features
 
-        catalog = products if isinstance(products, Catalog) else Catalog(list(products), edges)
+        catalog = products if isinstance(products, Catalog) else Catalog(list(products), edges, root=root)
         feats = extract_features(catalog, self.feature_extractor("image"), self.feature_extractor("text"), cache_dir)
         was_training = self.training
         self.eval()
