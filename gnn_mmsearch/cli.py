@@ -1,4 +1,5 @@
-"""``gnn-mmsearch`` command line: ``run`` (Hydra), ``search`` and ``explain`` (from a saved run), ``report``."""
+"""``gnn-mmsearch`` command line: ``run`` (Hydra), ``search`` and ``explain`` (from a saved run), ``report``,
+``download-images``."""
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,14 @@ USAGE = """usage: gnn-mmsearch COMMAND [ARGS]
 commands:
   run [HYDRA OVERRIDES]   build the catalog, extract features, train, index, evaluate (e.g. model.gnn.layers=0, -m for sweeps)
   search [QUERY] [--image PATH] [--product ID] [--history IDS [--decay D]] [--batch FILE]
-         [--run DIR] [-k K] [--mmr-lambda L] [--filter F]
+         [--run DIR] [-k K] [--mmr-lambda L] [--filter F] [--user ID] [--explain-scores]
                           answer a query from a saved run (default: the newest run under ./runs)
   report PATH [PATH ...] [--out DIR] [--metrics M ...]
                           aggregate multirun directories: table (markdown + CSV, mean ± std over seeds) and plots
   explain [QUERY] [--image PATH] [--product ID] [--result ID] [--run DIR] [-k K] [--out PNG]
                           why a result comes up: modality shares and neighbour contributions, as text and a PNG
+  download-images SOURCE --out DIR [--format 2014|2018|2023] [--workers N] [--timeout S] [--retries N]
+                          fetch product images (SOURCE: an Amazon catalog dir or meta file), resumable, with a report
 """
 SEARCH_EPILOG = ("An empty result set (e.g. a filter nothing matches) prints 'no results' and exits 0. An empty "
                  "query, an unknown product id, a history without a known id, an unreadable image or batch file or "
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(rest)
     if command == "explain":
         return _explain(rest)
+    if command == "download-images":
+        return _download_images(rest)
     print(f"gnn-mmsearch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
@@ -83,6 +88,9 @@ def _search(args: list[str]) -> int:
     parser.add_argument("-k", type=int, default=10, help="number of results")
     parser.add_argument("--mmr-lambda", type=float, help="MMR trade-off in [0, 1] (1 = relevance only)")
     parser.add_argument("--filter", help='e.g. "category=Phones;price<=100;in_stock"')
+    parser.add_argument("--user", help="personalize the ranking stages for this user id (runs with rerank=rules|"
+                        "lambdamart|ranksvm|personalized; a user without history gets the unpersonalized ranking)")
+    parser.add_argument("--explain-scores", action="store_true", help="show each ranking stage's score per result")
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -100,6 +108,8 @@ def _search(args: list[str]) -> int:
         return fail(f"{modes[0]} cannot be combined with {modes[1]}")
     if ns.decay is not None and ns.history is None:
         return fail("--decay needs --history")
+    if ns.user is not None and ns.batch is not None:
+        return fail("--user cannot be combined with --batch")
     if ns.k < 1:
         return fail("-k must be at least 1")
     if ns.mmr_lambda is not None and not 0 <= ns.mmr_lambda <= 1:
@@ -126,13 +136,15 @@ def _search(args: list[str]) -> int:
         else:
             history = [i.strip() for i in ns.history.split(",") if i.strip()] if ns.history is not None else None
             answers = [(None, searcher.search(text=ns.query, image=ns.image, product=ns.product, history=history,
-                                              k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda, decay=ns.decay))]
+                                              k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda, decay=ns.decay,
+                                              user=ns.user))]
     except (ValueError, KeyError, FileNotFoundError) as err:
         return fail(err.args[0] if err.args else str(err))
     empty = "no results" + (f": no product left after --filter {ns.filter!r}" if ns.filter else "")
     print(f"run: {run_dir}")
     for query, hits in answers:
-        print(format_hits(hits, empty) if query is None else f'\nsearch "{query}":\n{format_hits(hits, empty)}')
+        shown = format_hits(hits, empty, ns.explain_scores)
+        print(shown if query is None else f'\nsearch "{query}":\n{shown}')
     return 0
 
 
@@ -180,4 +192,39 @@ def _explain(args: list[str]) -> int:
         return 2
     print(f"run: {run_dir}\n{ex.to_text()}")
     print(f"picture: {ex.plot(ns.out or Path(f'explain_{ex.product_id}.png'))}")
+    return 0
+
+
+def _download_images(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gnn-mmsearch download-images",
+                                     description="Download product images to DIR/<id>.jpg (existing files are kept).")
+    parser.add_argument("source", type=Path, help="a catalog directory built from Amazon data, or an Amazon meta file")
+    parser.add_argument("--out", type=Path, required=True, help="image directory (then data.images_dir=DIR)")
+    parser.add_argument("--format", choices=["2014", "2018", "2023"], help="the meta file's format (for a file)")
+    parser.add_argument("--workers", type=int, default=8, help="concurrent downloads")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    parser.add_argument("--retries", type=int, default=3, help="retries on timeouts, 5xx and truncated bodies")
+    parser.add_argument("--report", type=Path, help="JSON report (default: DIR/download_report.json)")
+    ns = parser.parse_args(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from .data.download import catalog_image_urls, download_images, meta_image_urls
+    from .utils import write_json
+    if ns.source.is_dir():
+        items = catalog_image_urls(ns.source)
+    elif ns.source.is_file() and ns.format:
+        items = meta_image_urls(ns.source, ns.format)
+    else:
+        reason = "--format is needed for a meta file" if ns.source.is_file() else "no such file or directory"
+        print(f"gnn-mmsearch download-images: {ns.source}: {reason}", file=sys.stderr)
+        return 2
+    try:
+        report = download_images(items, ns.out, ns.workers, ns.timeout, max(0, ns.retries))
+    except FileNotFoundError as err:
+        print(f"gnn-mmsearch download-images: {err}", file=sys.stderr)
+        return 2
+    path = write_json(ns.report or ns.out / "download_report.json", report.as_dict())
+    failed = ", ".join(f"{reason}={n}" for reason, n in report.failed.items()) or "none"
+    print(f"downloaded {report.downloaded}, skipped {report.skipped} (already on disk), "
+          f"failed {sum(report.failed.values())} ({failed})\nreport: {path}")
     return 0

@@ -11,10 +11,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .data import Catalog, SyntheticConfig, load_or_generate, split_edges, split_products
+from .data.amazon import AmazonConfig
+from .data.amazon import load_or_build as load_or_build_amazon
 from .evaluation import evaluate_copurchase, evaluate_queries, served_metrics, title_queries, top_k
 from .features import build_image_encoder, build_text_encoder, extract_features
 from .index import create_index
 from .models import EncoderConfig, MultimodalGraphEncoder
+from .ranking.train import fit_ranking, load_pipeline, wants_ranking
 from .search import RUN_INFO, Searcher, format_hits, index_attributes
 from .tracking import Tracker, start_run
 from .training import TrainConfig, Trainer
@@ -30,7 +33,11 @@ def build_catalog(data_cfg: DictConfig, cache_dir: Path) -> Catalog:
                                 cache_dir / "catalogs")
     if data_cfg.source == "directory":
         return Catalog.load(data_cfg.path)
-    raise ValueError(f"unknown data.source {data_cfg.source!r} (synthetic | directory)")
+    if data_cfg.source == "amazon":
+        keys = AmazonConfig.__dataclass_fields__
+        return load_or_build_amazon(AmazonConfig(**{k: v for k, v in data_cfg.items() if k in keys}),
+                                    cache_dir / "catalogs")
+    raise ValueError(f"unknown data.source {data_cfg.source!r} (synthetic | directory | amazon)")
 
 
 def build_encoder(cfg: DictConfig, image_dim: int, text_dim: int) -> MultimodalGraphEncoder:
@@ -100,6 +107,10 @@ def _run(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, float]:
         metrics.update(served_query_metrics(index, q_emb.numpy(), [catalog.ids[t] for t in targets], catalog,
                                             cfg.rerank, min(ks)))
     timings["eval_index_s"] = time.perf_counter() - t
+    if wants_ranking(cfg.rerank):
+        t = time.perf_counter()
+        metrics.update(fit_ranking(cfg.rerank, model, index, catalog, cfg.seed, run_dir, min(ks)))
+        timings["ranking_s"] = time.perf_counter() - t
 
     model.save_pretrained(run_dir / "encoder")
     index.save(run_dir / "index")
@@ -114,7 +125,8 @@ def _run(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, float]:
         "rerank": OmegaConf.to_container(cfg.rerank), "versions": _versions()})
 
     print(format_metrics(metrics, ks))
-    searcher = Searcher(model, index, catalog, cfg.rerank.mmr_lambda, cfg.rerank.candidates)
+    searcher = Searcher(model, index, catalog, cfg.rerank.mmr_lambda, cfg.rerank.candidates,
+                        load_pipeline(cfg.rerank, catalog, run_dir))
     for q in cfg.eval.examples:
         print(f'\nsearch "{q}":\n{format_hits(searcher.search(text=q, k=5))}')
     print(f"\nfeatures: {feats.stats}\ntimings: " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))

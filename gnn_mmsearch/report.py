@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -260,7 +259,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
     if curves := plot_curves(groups, out / "training_curves.png"):
         written["curves"] = curves
 
-    sources = sorted({os.path.relpath(j.path.parent, out.resolve()) for j in jobs})
+    sources = sorted({str(j.path.parent) for j in jobs})
     lines = [f"# Results: {len(jobs)} runs, {len(groups)} configurations", "",
              f"Sources: {', '.join(f'`{s}`' for s in sources)}. Mean ± sample std over seeds, best in bold.",
              "", to_markdown(groups, metrics), ""]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +15,8 @@ import numpy as np
 from .data.catalog import Catalog
 from .index import Filter, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
+from .ranking import RankingPipeline, RankQuery
+from .ranking.train import load_pipeline
 from .rerank import mmr
 
 RUN_INFO = "run.json"
@@ -28,6 +30,7 @@ class Hit:
     title: str | None
     category: str
     price: float | None
+    stages: dict[str, float] | None = None  # each ranking stage's score (retrieval, score, personal, final)
 
 
 def index_attributes(catalog: Catalog) -> list[dict]:
@@ -37,9 +40,11 @@ def index_attributes(catalog: Catalog) -> list[dict]:
 
 class Searcher:
     def __init__(self, encoder: MultimodalGraphEncoder, index: VectorIndex, catalog: Catalog,
-                 mmr_lambda: float | None = None, candidates: int = 100):
+                 mmr_lambda: float | None = None, candidates: int = 100, ranking: RankingPipeline | None = None):
+        """``ranking``: the staged ranking pipeline (``rerank=rules|lambdamart|ranksvm|personalized``); it then
+        does the MMR stage too."""
         self.encoder, self.index, self.catalog = encoder, index, catalog
-        self.mmr_lambda, self.candidates = mmr_lambda, candidates
+        self.mmr_lambda, self.candidates, self.ranking = mmr_lambda, candidates, ranking
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Searcher":
@@ -52,14 +57,17 @@ class Searcher:
         if not (catalog_root / "catalog.json").exists():
             raise FileNotFoundError(f"the run's catalog is gone from {catalog_root}; re-run `gnn-mmsearch run`")
         rerank = info.get("rerank", {})
+        catalog = Catalog.load(catalog_root)
         return cls(MultimodalGraphEncoder.from_pretrained(run_dir / "encoder"), load_index(run_dir / "index"),
-                   Catalog.load(catalog_root), rerank.get("mmr_lambda"), rerank.get("candidates", 100))
+                   catalog, rerank.get("mmr_lambda"), rerank.get("candidates", 100),
+                   load_pipeline(rerank, catalog, run_dir))
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
                history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,
-               mmr_lambda: float | None = None, decay: float | None = None) -> list[Hit]:
+               mmr_lambda: float | None = None, decay: float | None = None, user: str | None = None) -> list[Hit]:
         """Top-``k`` products for one query: text and/or image (both given: one combined query), a product id (the
-        product itself excluded) or a ``history`` of product ids (see :meth:`user_vector`; those ids excluded)."""
+        product itself excluded) or a ``history`` of product ids (see :meth:`user_vector`; those ids excluded).
+        ``user``: a user id whose interactions personalize the ranking stages (unknown or no history: unpersonalized)."""
         kinds = [name for name, given in (("a text or image query", text is not None or image is not None),
                                           ("a product id", product is not None), ("a history", history is not None))
                  if given]
@@ -74,7 +82,39 @@ class Searcher:
             query, exclude = self.user_vector(history, decay)
         else:
             query, exclude = self.encoder.encode_query(text=text, image=image).numpy(), []
+        if self.ranking is not None:
+            return self._staged(query, exclude, k, filter, self._rank_query(query[0], product, history, user),
+                                mmr_lambda)
         return self._rank(query, [exclude], k, filter, mmr_lambda)[0]
+
+    def user_history(self, user: str) -> list[str]:
+        """A user's interacted product ids, oldest first (empty for an unknown user)."""
+        return [i.item for i in sorted((i for i in self.catalog.interactions if i.user == user),
+                                       key=lambda i: i.timestamp)]
+
+    def _rank_query(self, query: np.ndarray, product: str | None, history: Sequence[str] | None,
+                    user: str | None) -> RankQuery:
+        """Graph anchors (the query product, the history or the user's items) and the user vector (cold: ``None``)."""
+        items = ([product] if product is not None else
+                 [h for h in ([history] if isinstance(history, str) else history or []) if h in self.index])
+        if user is not None:
+            items = self.user_history(user)
+            if not items:
+                log.info("user %s has no history: unpersonalized ranking", user)
+        anchors = self.ranking.table.rows(items)
+        personal = history is not None or user is not None
+        vec = self.ranking.users.user(self.index.vectors(items), query) if personal and items else None
+        return RankQuery(anchors=anchors, user=vec)
+
+    def _staged(self, query: np.ndarray, exclude: list[str], k: int, filter: Filter | None, rq: RankQuery,
+                mmr_lambda: float | None) -> list[Hit]:
+        """The ranking pipeline over the index's top ``candidates`` (``mmr_lambda`` overrides its MMR stage)."""
+        res = self.index.search(query, max(k, self.candidates), filter=filter, exclude=[exclude])
+        ids, scores = res.ids[0], res.scores[0]
+        ranked = self.ranking.rank(ids, scores, self.index.vectors(ids), rq, k, mmr_lambda)
+        return [replace(self._hit(pid, ranked.stages["final"][r]),
+                        stages={name: float(v[r]) for name, v in ranked.stages.items()})
+                for r, pid in enumerate(ranked.ids)]
 
     def search_batch(self, texts: Sequence[str], k: int = 10, filter: Filter | None = None,
                      mmr_lambda: float | None = None) -> list[list[Hit]]:
@@ -82,6 +122,8 @@ class Searcher:
         if not texts:
             return []
         query = self.encoder.encode_query(text=list(texts)).numpy()
+        if self.ranking is not None:
+            return [self._staged(q[None], [], k, filter, RankQuery(), mmr_lambda) for q in query]
         return self._rank(query, None, k, filter, mmr_lambda)
 
     def user_vector(self, history: Sequence[str], decay: float | None = None) -> tuple[np.ndarray, list[str]]:
@@ -123,9 +165,15 @@ class Searcher:
         return Hit(pid, float(score), p.title, " > ".join(p.category), p.price)
 
 
-def format_hits(hits: list[Hit], empty: str = "(no results)") -> str:
-    """One indented line per hit, or ``empty`` when there is none."""
+def format_hits(hits: list[Hit], empty: str = "(no results)", explain_scores: bool = False) -> str:
+    """One indented line per hit, or ``empty`` when there is none; ``explain_scores`` adds each stage's score."""
     if not hits:
         return f"  {empty}"
     return "\n".join(f"  {r:>2}. {h.score:.3f}  {h.id}  {h.title or '(no title)'}  [{h.category}]"
-                     + (f"  ${h.price:.2f}" if h.price is not None else "") for r, h in enumerate(hits, 1))
+                     + (f"  ${h.price:.2f}" if h.price is not None else "")
+                     + (f"\n        {_stages(h)}" if explain_scores else "") for r, h in enumerate(hits, 1))
+
+
+def _stages(hit: Hit) -> str:
+    stages = hit.stages or {"retrieval": hit.score}
+    return "  ".join(f"{name}={value:.3f}" for name, value in stages.items())

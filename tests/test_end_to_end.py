@@ -22,6 +22,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import run_cli
 from gnn_mmsearch.cli import main
 from gnn_mmsearch.data import Catalog, Edge, Product
 from gnn_mmsearch.index import load_index
@@ -33,15 +34,6 @@ HIT = re.compile(r"^\s*(\d+)\. (-?\d+\.\d{3})  (\S+)  (.*)  \[(.*)\]( +\$\d+\.\d
 # ------------------------------------------------------------------------------------------ fixtures
 # `env` (temp caches, no network, one torch thread), `first_run` (the small run: its directory and what it printed)
 # and `run_dir` are session fixtures in conftest.py, shared with other modules so the pipeline runs once per session.
-
-def run_cli(run_dir: Path, *overrides: str) -> str:
-    """``gnn-mmsearch run`` in this process; returns what it printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(["run", f"hydra.run.dir={run_dir}", *overrides])
-    assert rc == 0
-    return out.getvalue()
-
 
 def overrides_of(run_dir: Path) -> list[str]:
     """The command-line overrides a run was started with (Hydra records them), its run directory left out."""

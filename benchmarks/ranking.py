@@ -1,0 +1,153 @@
+"""Ranking stages on user queries: retrieval alone vs + rules vs + LambdaMART vs + RankSVM vs + personalization.
+
+User queries (``gnn_mmsearch/ranking/dataset.py``): each user's last 3 interactions are held out; the query is the
+title-derived query (brand and some words dropped) of the newest held-out item the user had not bought before, the
+relevant items are all such held-out items, the history is everything earlier. Candidates: the index's top 200 for
+the query (history excluded). Users are split 70/30 into train and test users per seed (the learned rankers see
+only train users; a leakage guard checks it). "cold" rows rank without the user (no history features); "+ user"
+rows add the user vector (attention over the history) and the history's co-purchase links as features, and
+"personalize" re-scores with ``minmax(score) + 0.5 * cos(user, item)``. The last rows add MMR (lambda 0.7).
+Also times ranking 200 candidates for one query (features + LightGBM + MMR) on one thread.
+
+    python benchmarks/ranking.py --run runs/s0 runs/s1 runs/s2 --seeds 0 1 2   # runs trained with seed=0, 1, 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from gnn_mmsearch.evaluation.queries import title_query
+from gnn_mmsearch.features import extract_features
+from gnn_mmsearch.ranking import FEATURES, ItemTable, LambdaMART, Personalizer, RankingPipeline, RankSVM, RuleScorer
+from gnn_mmsearch.ranking.dataset import (assert_no_leakage, candidate_lists, rank_query, split_users,
+                                          training_examples, user_queries)
+from gnn_mmsearch.ranking.evaluate import evaluate
+from gnn_mmsearch.search import Searcher
+
+DEPTH, K, MMR_LAMBDA = 200, 10, 0.7
+
+
+def load(run_dir: Path):
+    """Searcher, item table (with raw text/image features), labelled queries, their vectors and text features."""
+    searcher = Searcher.from_run(run_dir)
+    enc, catalog = searcher.encoder.eval(), searcher.catalog
+    cache = Path(OmegaConf.load(run_dir / "config.yaml").cache_dir).expanduser() / "features"
+    feats = extract_features(catalog, enc.feature_extractor("image"), enc.feature_extractor("text"), cache)
+    table = ItemTable.from_catalog(catalog, {"text": (feats.text.numpy(), feats.text_mask.numpy()),
+                                             "image": (feats.image.numpy(), feats.image_mask.numpy())})
+    rng = np.random.default_rng(0)
+    queries, texts = [], []
+    for q in user_queries(catalog):
+        text = title_query(catalog.products[catalog.index_of[q.query_item]], rng)
+        if text:
+            queries.append(q)
+            texts.append(text)
+    text_feat, _ = enc.feature_extractor("text").encode(texts, progress=False)
+    with torch.inference_mode():
+        vectors = enc.embed_query_features(text=torch.as_tensor(text_feat)).numpy()
+    return searcher, table, queries, vectors, np.asarray(text_feat, np.float32)
+
+
+def one_seed(searcher, table, queries, vectors, text_feat, seed: int, timing: bool) -> tuple[dict, dict]:
+    index, catalog = searcher.index, searcher.catalog
+    fused_only = replace(table, modal={})  # what a run's ranker sees: no raw per-modality features
+    train, test = split_users(queries, 0.3, seed)
+    assert_no_leakage(train, test)
+    pos = {q.user: i for i, q in enumerate(queries)}
+    categories = {p.id: p.category for p in catalog.products}
+    targets = [q.targets for q in test]
+
+    def prepare(qs, pers):
+        rows = [pos[q.user] for q in qs]
+        cands = candidate_lists(index, qs, vectors[rows], DEPTH)
+        return cands, [rank_query(table, index, q, vectors[r], text_feat[r], pers) for q, r in zip(qs, rows)]
+
+    def score(pipe, cands, rqs):
+        return evaluate(pipe, index, targets, cands, rqs, categories, K)
+
+    out, info = {}, {"train_queries": len(train), "test_queries": len(test)}
+    for pers, suffix in ((None, ""), (Personalizer("attention", weight=0.5), " + user")):
+        tr_c, tr_rq = prepare(train, pers)
+        te_c, te_rq = prepare(test, pers)
+        lm = LambdaMART(seed=seed).fit(*training_examples(table, index, train, tr_c, tr_rq))
+        lm_fused = LambdaMART(seed=seed).fit(*training_examples(fused_only, index, train, tr_c, tr_rq))
+        svm = RankSVM(seed=seed).fit(*training_examples(table, index, train, tr_c, tr_rq))
+        if pers is None:
+            out["retrieval"] = score(RankingPipeline(table), te_c, te_rq)
+            out[f"retrieval + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, mmr_lambda=MMR_LAMBDA), te_c, te_rq)
+        else:
+            for method in ("mean", "recency", "attention"):
+                p = Personalizer(method, weight=0.5)
+                rqs = [rank_query(table, index, q, vectors[pos[q.user]], text_feat[pos[q.user]], p) for q in test]
+                out[f"retrieval + personalize ({method})"] = score(RankingPipeline(table, None, p), te_c, rqs)
+        out["rules" + suffix] = score(RankingPipeline(table, RuleScorer()), te_c, te_rq)
+        out["LambdaMART" + suffix] = score(RankingPipeline(table, lm), te_c, te_rq)
+        out["RankSVM" + suffix] = score(RankingPipeline(table, svm), te_c, te_rq)
+        out[f"LambdaMART{suffix}, fused score only"] = score(RankingPipeline(fused_only, lm_fused), te_c, te_rq)
+        out[f"LambdaMART{suffix} + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, lm, mmr_lambda=MMR_LAMBDA),
+                                                           te_c, te_rq)
+        info[f"gain{suffix or ' cold'}"] = dict(zip(FEATURES, lm.booster.feature_importance("gain").round(1).tolist()))
+    if timing:
+        info.update(latency(table, index, te_c, te_rq, lm))
+    return out, info
+
+
+def latency(table, index, cands, rqs, ranker, repeats: int = 3) -> dict:
+    """p50 / p99 ms of ranking 200 candidates for one query: features + LightGBM + MMR (candidate vectors given)."""
+    pipe = RankingPipeline(table, ranker, mmr_lambda=MMR_LAMBDA)
+    work = [(ids, s, index.vectors(ids), rq) for (ids, s), rq in zip(cands, rqs) if len(ids) == DEPTH]
+    times = []
+    for _ in range(repeats):
+        for ids, s, v, rq in work:
+            t = time.perf_counter()
+            pipe.rank(ids, s, v, rq, K)
+            times.append((time.perf_counter() - t) * 1e3)
+    return {"rank200_ms_p50": float(np.percentile(times, 50)), "rank200_ms_p99": float(np.percentile(times, 99)),
+            "rank200_calls": len(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, nargs="+", required=True,
+                        help="one run for all seeds, or one run per seed (e.g. trained with seed=0, 1, 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ranking_synthetic"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs = args.run * len(args.seeds) if len(args.run) == 1 else args.run
+    if len(runs) != len(args.seeds):
+        parser.error("give one run, or one run per seed")
+    per_seed, info = [], []
+    for i, (seed, run) in enumerate(zip(args.seeds, runs)):
+        rows, extra = one_seed(*load(run), seed, timing=i == 0)
+        per_seed.append(rows)
+        info.append(extra)
+        print(f"seed {seed}: " + ", ".join(f"{k}={v['ndcg@10']:.4f}" for k, v in rows.items()), flush=True)
+    names = list(per_seed[0])
+    table = {n: {m: (float(np.mean([r[n][m] for r in per_seed])), float(np.std([r[n][m] for r in per_seed])))
+                 for m in per_seed[0][n]} for n in names}
+    base = table["retrieval"]["ndcg@10"][0]
+    lines = ["| pipeline | NDCG@10 | Recall@10 | ILD@10 | coverage@10 | NDCG vs retrieval |",
+             "|---|---|---|---|---|---|"]
+    for n, m in table.items():
+        cell = lambda key: f"{m[key][0]:.4f} ± {m[key][1]:.4f}"  # noqa: E731
+        lines.append(f"| {n} | {cell('ndcg@10')} | {cell('recall@10')} | {cell('ild@10')} | {cell('coverage@10')} "
+                     f"| {100 * (m['ndcg@10'][0] / base - 1):+.1f}% |")
+    md = "\n".join(lines)
+    print(md)
+    print(json.dumps(info[0], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"runs": [str(r) for r in runs], "seeds": args.seeds,
+                                                         "table": table, "per_seed": per_seed, "info": info}, indent=1))
+    args.out.with_suffix(".md").write_text(md + "\n")
+
+
+if __name__ == "__main__":
+    main()
