@@ -207,8 +207,9 @@ def test_metrics():
 
 
 @pytest.fixture(scope="module")
-def ranked_run(env, tmp_path_factory):
-    """The small run with the whole ranking pipeline (``rerank=personalized``: LambdaMART, personalize, MMR)."""
+def ranked_run(first_run, tmp_path_factory):
+    """The small run with the whole ranking pipeline (``rerank=personalized``: LambdaMART, personalize, MMR); after
+    ``first_run``, whose feature-cache counts assume it extracts first."""
     run_dir = tmp_path_factory.mktemp("runs") / "ranked"
     return run_dir, run_cli(run_dir, *SMALL_RUN, "rerank=personalized", "logger=none")
 

@@ -32,7 +32,7 @@ def _wandb_files(run_dir):
 
 def test_runs_log_to_wandb_offline_inside_the_run_directory(run_dir):
     (log,) = _wandb_files(run_dir)
-    data = log.read_bytes()
+    data = log.read_bytes()  # written during the session fixture's run: long complete
     assert b"train/loss" in data and b"val/recall@10" in data  # per-epoch rows
     assert b"copurchase/recall@10" in data and b"index/recall@10" in data  # final metrics
 

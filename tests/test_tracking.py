@@ -1,6 +1,8 @@
 """Experiment tracking: wandb offline files inside the run directory, always finished, logger=none does nothing."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -20,10 +22,17 @@ def _cfg(name="wandb"):
     return OmegaConf.create({"seed": 3, "model": {"fusion": "attention"}, "logger": logger})
 
 
-def _wandb_file(run_dir):
+def _wandb_file(run_dir, *keys: bytes, timeout: float = 10.0) -> bytes:
+    """The run's offline transaction log, once it holds ``keys``: wandb's service may write the last records a
+    moment after ``finish()`` returns."""
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
-    return files[0].read_bytes()
+    deadline = time.monotonic() + timeout
+    data = files[0].read_bytes()
+    while not all(k in data for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        data = files[0].read_bytes()
+    return data
 
 
 def test_offline_run_logs_config_epochs_and_final_metrics(tmp_path):
@@ -31,8 +40,9 @@ def test_offline_run_logs_config_epochs_and_final_metrics(tmp_path):
         for epoch in (1, 2):
             tracker.log_epoch({"epoch": epoch, "train/loss": 1.0 / epoch, "val/recall@10": 0.1 * epoch})
         tracker.log_final({"copurchase/recall@10": 0.42})
-    data = _wandb_file(tmp_path)
-    for key in (b"val/recall@10", b"train/loss", b"copurchase/recall@10", b"attention"):
+    keys = (b"val/recall@10", b"train/loss", b"copurchase/recall@10", b"attention")
+    data = _wandb_file(tmp_path, *keys)
+    for key in keys:
         assert key in data
 
 
