@@ -60,12 +60,12 @@ class Explanation:
     def to_text(self) -> str:
         lines = [f"query: {self.query}", f"result: {self.product_id}  {self.title or '(no title)'}",
                  f"score: {self.score:.4f} (content only, no graph: {self.content_score:.4f}, "
-                 f"graph {self.graph_contribution:+.4f})", "modalities (share; score change when masked out):"]
+                 f"graph {self.graph_contribution:+.4f})", "modalities (share; contribution = score minus score with it masked out):"]
         lines += [f"  {m:<6} {w:6.1%}  ({self.modality_attribution[m]:+.4f})" for m, w in self.modality_weights.items()]
         if self.fusion_weights:
             lines.append("fusion weights: " + ", ".join(f"{m} {w:.1%}" for m, w in self.fusion_weights.items()))
         if self.neighbours:
-            lines.append("neighbours (score change when the link is removed):")
+            lines.append("neighbours (contribution = score minus score without the link):")
             lines += [f"  {n.contribution:+.4f}  {n.id}  {n.title or '(no title)'}" for n in self.neighbours]
         else:
             lines.append("neighbours: none (no links, or a model without graph layers)")
