@@ -16,6 +16,7 @@ from .data.catalog import Catalog
 from .index import Filter, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
 from .ranking import RankingPipeline, RankQuery
+from .ranking.personalize import user_vector
 from .ranking.train import load_pipeline
 from .rerank import mmr
 
@@ -129,7 +130,7 @@ class Searcher:
     def user_vector(self, history: Sequence[str], decay: float | None = None) -> tuple[np.ndarray, list[str]]:
         """A user's query vector from their history (product ids, oldest first) and the known ids in it.
 
-        The vector is the mean of the items' stored index vectors; with ``decay`` in (0, 1] the ``i``-th most recent
+        The vector is the (unit-norm) mean of the items' stored index vectors; with ``decay`` in (0, 1] the ``i``-th most recent
         item weighs ``decay ** i`` (repeats count each time). Unknown ids are skipped with a warning.
         """
         if decay is not None and not 0 < decay <= 1:
@@ -142,9 +143,10 @@ class Searcher:
                            else "empty history: give at least one product id")
         if unknown:
             log.warning("history: skipped %d unknown product id(s): %s", len(unknown), ", ".join(unknown))
-        weights = np.ones(len(known)) if decay is None else decay ** np.arange(len(known) - 1, -1, -1.0)
-        vector = (weights / weights.sum()) @ self.index.vectors(known)
-        return vector.astype(np.float32)[None], known
+        vector = user_vector(self.index.vectors(known), "mean" if decay is None else "recency", decay=decay or 1.0)
+        if vector is None:
+            raise ValueError(f"the history {known!r} cancels out to no direction")
+        return vector[None], known
 
     def _rank(self, query: np.ndarray, exclude: list[list[str]] | None, k: int, filter: Filter | None,
               mmr_lambda: float | None) -> list[list[Hit]]:
