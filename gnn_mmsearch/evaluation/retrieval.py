@@ -1,22 +1,23 @@
-"""Top-K retrieval metrics (Recall, Precision, NDCG, MRR @K) on PyG's link-prediction metric classes."""
+"""Top-K retrieval metrics (Recall, Precision, NDCG, MRR, MAP @K) on PyG's link-prediction metric classes."""
 from __future__ import annotations
 
 import torch
-from torch_geometric.metrics import (LinkPredMetricCollection, LinkPredMRR, LinkPredNDCG, LinkPredPrecision,
-                                     LinkPredRecall)
+from torch_geometric.metrics import (LinkPredMAP, LinkPredMetricCollection, LinkPredMRR, LinkPredNDCG,
+                                     LinkPredPrecision, LinkPredRecall)
 
 from ..data.splits import EdgeSplit
 
-_METRICS = {"recall": LinkPredRecall, "precision": LinkPredPrecision, "ndcg": LinkPredNDCG, "mrr": LinkPredMRR}
+_METRICS = {"recall": LinkPredRecall, "precision": LinkPredPrecision, "ndcg": LinkPredNDCG, "mrr": LinkPredMRR,
+            "map": LinkPredMAP}
 
 
 class RetrievalMetrics:
     """Accumulates ranked predictions against ground-truth targets and reports flat ``name@k`` floats."""
 
-    def __init__(self, ks=(10, 20, 50)):
+    def __init__(self, ks=(10, 20, 50), metrics=("recall", "precision", "ndcg", "mrr")):
         self.ks = tuple(sorted(ks))
         self.collection = LinkPredMetricCollection(
-            {f"{name}@{k}": cls(k) for k in self.ks for name, cls in _METRICS.items()})
+            {f"{name}@{k}": _METRICS[name](k) for k in self.ks for name in metrics})
 
     def update(self, pred_index: torch.Tensor, targets: torch.Tensor) -> None:
         """``pred_index [Q, >=max_k]`` ranked item ids per query; ``targets [2, T]`` (query row, relevant item)."""

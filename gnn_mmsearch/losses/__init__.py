@@ -1,3 +1,4 @@
+from .bpr import BPRLoss, embedding_norm
 from .infonce import InfoNCELoss
 
-__all__ = ["InfoNCELoss"]
+__all__ = ["BPRLoss", "InfoNCELoss", "embedding_norm"]

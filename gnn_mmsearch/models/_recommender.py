@@ -1,0 +1,63 @@
+"""Base class and registry of the top-N recommenders (users and items embedded in one space, dot-product scores)."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..layers import normalized_adjacency
+
+_RECOMMENDERS: dict[str, type["Recommender"]] = {}
+
+
+def register_recommender(name: str):
+    def wrap(cls):
+        _RECOMMENDERS[name] = cls
+        cls.name = name
+        return cls
+    return wrap
+
+
+def list_recommenders() -> list[str]:
+    return sorted(_RECOMMENDERS)
+
+
+def create_recommender(name: str, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
+                       **kwargs) -> "Recommender":
+    """Build recommender ``name`` for the ``users x items`` training matrix (and optional item features)."""
+    if name not in _RECOMMENDERS:
+        raise ValueError(f"unknown recommender {name!r}; choose one of {list_recommenders()}")
+    return _RECOMMENDERS[name](train, item_features=item_features or {}, **kwargs)
+
+
+def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
+    """Normalised adjacency of the bipartite user-item graph; nodes are users then items."""
+    coo = train.tocoo()
+    users = torch.from_numpy(coo.row).long()
+    items = torch.from_numpy(coo.col).long() + train.shape[0]
+    edge_index = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
+    return normalized_adjacency(edge_index, sum(train.shape))
+
+
+class Recommender(nn.Module):
+    """Subclasses implement :meth:`forward` (all user and item embeddings) and :meth:`loss` on a batch of
+    ``(user, positive item, sampled negative item)`` triples."""
+
+    name = "recommender"
+
+    def __init__(self, train: sp.csr_matrix):
+        super().__init__()
+        self.num_users, self.num_items = train.shape
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def scorer(self):
+        """``score(user_ids) -> [B, num_items]``, with the embeddings computed once."""
+        users, items = self()
+        return lambda ids: users[ids] @ items.t()

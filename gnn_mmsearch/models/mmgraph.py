@@ -1,0 +1,58 @@
+"""The framework's own recommender: the product encoder's recipe applied to users and items.
+
+Items start from an ID embedding, fused (``layers/fusion.py``) with projections of their image / text features
+when the dataset has them; users from an ID embedding. Both are propagated over the user-item training graph
+with LightGCN propagation (layer outputs averaged), L2-normalised, and trained with the InfoNCE loss of the
+product encoder: each user's positive item against the batch's other positives and the sampled negatives, at
+temperature ``temperature``. Scores are cosine similarities. With no item features it is ID-only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers import GraphPropagation, create_fusion
+from ..losses import InfoNCELoss
+from ._recommender import Recommender, register_recommender, user_item_adjacency
+
+
+@register_recommender("mmgraph")
+class MultimodalGraphRecommender(Recommender):
+    def __init__(self, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
+                 embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2, fusion: str = "weighted"):
+        super().__init__(train)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, embedding_dim)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, embedding_dim)))
+        features = item_features or {}
+        self.modalities = sorted(features)
+        for m in self.modalities:
+            feats = torch.from_numpy(features[m]).float()
+            self.register_buffer(f"{m}_features", feats)
+            self.register_buffer(f"{m}_mask", feats.abs().sum(1) > 0)
+        self.projections = nn.ModuleDict({m: nn.Linear(features[m].shape[1], embedding_dim)
+                                          for m in self.modalities})
+        self.fusion = create_fusion(fusion, 1 + len(self.modalities), embedding_dim) if self.modalities else None
+        self.propagate = GraphPropagation(embedding_dim, layers, "lightgcn", normalize=False)
+        self.adjacency = user_item_adjacency(train)
+        self.infonce = InfoNCELoss(temperature, symmetric=False)
+
+    def item_inputs(self) -> torch.Tensor:
+        """Layer-0 item vectors: the ID embedding, fused with the projected features when there are some."""
+        if self.fusion is None:
+            return self.item_emb
+        tokens = [self.item_emb] + [self.projections[m](getattr(self, f"{m}_features")) for m in self.modalities]
+        masks = [torch.ones_like(self.item_emb[:, 0], dtype=torch.bool)]
+        masks += [getattr(self, f"{m}_mask") for m in self.modalities]
+        return self.fusion(torch.stack(tokens, 1), torch.stack(masks, 1))
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.propagate(torch.cat([self.user_emb, self.item_inputs()]), self.adjacency)
+        x = F.normalize(x, dim=1)
+        return x[: self.num_users], x[self.num_users:]
+
+    def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        user_all, item_all = self()
+        return self.infonce(user_all[users], item_all[pos], item_all[neg])

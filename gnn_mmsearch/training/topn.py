@@ -1,0 +1,125 @@
+"""Training loop of the top-N recommenders under MMRec's protocol.
+
+Each epoch shuffles the training interactions into batches of ``(user, item)`` and draws one negative item per
+interaction uniformly among the items the user has no training interaction with. After every ``eval_every``
+epochs the model ranks all items for the validation users (training items excluded); training stops after
+``patience`` evaluations without a better ``val/<monitor>`` and the best state is restored.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.mmrec import Interactions
+from ..evaluation.topn import evaluate_topn
+from ..models._recommender import Recommender
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TopNTrainConfig:
+    max_epochs: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 2048
+    patience: int = 20          # evaluations without improvement before stopping
+    eval_every: int = 1
+    monitor: str = "recall@20"
+
+
+class NegativeSampler:
+    """Uniform negatives that are not among the user's training items (rejection sampling, vectorised)."""
+
+    def __init__(self, train, rng: np.random.Generator):
+        coo = train.tocoo()
+        self.num_items = train.shape[1]
+        self.known = np.sort(coo.row.astype(np.int64) * self.num_items + coo.col)
+        self.rng = rng
+
+    def __call__(self, users: np.ndarray) -> np.ndarray:
+        neg = self.rng.integers(0, self.num_items, users.size)
+        redo = self._known(users, neg)
+        while redo.any():
+            neg[redo] = self.rng.integers(0, self.num_items, int(redo.sum()))
+            redo[redo] = self._known(users[redo], neg[redo])
+        return neg
+
+    def _known(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = users.astype(np.int64) * self.num_items + items
+        pos = np.searchsorted(self.known, keys).clip(max=self.known.size - 1)
+        return self.known[pos] == keys
+
+
+class TopNTrainer:
+    def __init__(self, model: Recommender, data: Interactions, config: TopNTrainConfig, seed: int = 0,
+                 ks=(5, 10, 20, 50), on_epoch_end: Callable[[dict], None] | None = None):
+        self.model, self.data, self.config, self.ks = model, data, config, tuple(ks)
+        self.rng = np.random.default_rng(seed)
+        self.sampler = NegativeSampler(data.train, self.rng)
+        coo = data.train.tocoo()
+        self.users, self.items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        self.on_epoch_end = on_epoch_end
+        self.history: list[dict] = []
+
+    def fit(self) -> list[dict]:
+        cfg = self.config
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        best, best_state, stale = float("-inf"), None, 0
+        bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {self.model.name}", unit="epoch", disable=None)
+        for epoch in bar:
+            t = time.perf_counter()
+            loss = self._train_epoch(opt)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower train.lr")
+            row = {"epoch": epoch, "train/loss": loss, "train/epoch_s": time.perf_counter() - t}
+            if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
+                row.update({f"val/{k}": v for k, v in self.evaluate("valid").items()})
+                score = row[f"val/{cfg.monitor}"]
+                if score > best:
+                    best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
+                else:
+                    stale += 1
+                bar.set_postfix(loss=f"{loss:.4f}", **{cfg.monitor: f"{score:.4f}", "best": f"{best:.4f}"})
+                log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f), %.1f s", epoch, loss, cfg.monitor, score,
+                         best, row["train/epoch_s"])
+            self.history.append(row)
+            if self.on_epoch_end:
+                self.on_epoch_end(row)
+            if stale >= cfg.patience:
+                log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, best)
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        return self.history
+
+    def _train_epoch(self, opt: torch.optim.Optimizer) -> float:
+        self.model.train()
+        order = self.rng.permutation(self.users.size)
+        total = 0.0
+        for start in range(0, order.size, self.config.batch_size):
+            idx = order[start:start + self.config.batch_size]
+            users = self.users[idx]
+            batch = [torch.from_numpy(a) for a in (users, self.items[idx], self.sampler(users))]
+            loss = self.model.loss(*batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.size
+        return total / order.size
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Full ranking for the users of ``split``, their training items excluded: every K on the test split,
+        the monitored K on the valid split (each epoch; a smaller top-K is faster)."""
+        self.model.eval()
+        ks = self.ks if split == "test" else (int(self.config.monitor.split("@")[1]),)
+        return evaluate_topn(self.model.scorer(), self.data.split(split), self.data.train, ks)

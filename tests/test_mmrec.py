@@ -1,0 +1,176 @@
+"""MMRec protocol: the .inter loader, full-ranking top-N metrics, negative sampling, the recommenders and the job."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from torch_geometric.nn import LGConv
+
+from conftest import run_cli
+from gnn_mmsearch.data.mmrec import load_inter
+from gnn_mmsearch.evaluation.topn import evaluate_topn
+from gnn_mmsearch.layers.graph import SymmetricLGConv, normalized_adjacency
+from gnn_mmsearch.models import create_recommender, list_recommenders
+from gnn_mmsearch.training.topn import NegativeSampler, TopNTrainConfig, TopNTrainer
+
+SHARED = next((p for p in (Path("/work/shared/data"), Path(__file__).resolve().parents[2] / "shared" / "data")
+               if (p / "mmrec" / "baby" / "baby.inter").exists()), None)
+
+INTER = """userID\titemID\trating\ttimestamp\tx_label
+0\t0\t5\t1\t0
+0\t1\t4\t2\t0
+0\t2\t4\t3\t1
+0\t3\t4\t4\t2
+1\t1\t5\t1\t0
+1\t2\t5\t2\t2
+1\tx\t5\t2\t0
+1\t3\t5
+2\t4\t5\t3\t7
+1\t1\t3\t9\t2
+3\t0\t5\t1\t1
+3\t4\t5\t1\t2
+"""
+
+
+def write_inter(tmp_path: Path, text: str = INTER) -> Path:
+    path = tmp_path / "toy.inter"
+    path.write_text(text)
+    return path
+
+
+def test_loader_counts_malformed_duplicate_and_cold_start_lines(tmp_path):
+    data = load_inter(write_inter(tmp_path))
+    r = data.report
+    assert (r.lines, r.malformed, r.duplicates) == (12, 3, 1)  # "x" item, short line, x_label 7; (1, 1) twice
+    assert (r.cold_start_users, r.cold_start_interactions) == (1, 2)  # user 3 has no training interaction
+    assert (data.num_users, data.num_items) == (4, 5)
+    assert data.train[0].indices.tolist() == [0, 1] and data.train[1].indices.tolist() == [1]
+    assert data.valid.nnz == 1 and data.test[1].indices.tolist() == [2]  # the duplicate kept its first split
+    assert data.valid[3].nnz == data.test[3].nnz == 0
+    assert r.kept == {"train": 3, "valid": 1, "test": 2}
+    assert load_inter(write_inter(tmp_path), filter_cold_start=False).valid[3].nnz == 1
+
+
+def test_loader_rejects_a_wrong_header_and_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="lacks column"):
+        load_inter(write_inter(tmp_path, "user\titem\tx_label\n0\t0\t0\n"))
+    with pytest.raises(FileNotFoundError):
+        load_inter(tmp_path / "absent.inter")
+    with pytest.raises(ValueError, match="no valid interaction"):
+        load_inter(write_inter(tmp_path, "userID\titemID\tx_label\nbad\tline\there\n"))
+
+
+def test_item_features_are_loaded_checked_and_cleaned(tmp_path):
+    path = write_inter(tmp_path)
+    feats = np.arange(10, dtype=np.float32).reshape(5, 2)
+    feats[3, 1] = np.nan
+    np.save(tmp_path / "image_feat.npy", feats)
+    data = load_inter(path)
+    assert data.item_features["image"].shape == (5, 2) and not data.item_features["image"][3].any()
+    assert data.report.nonfinite_feature_rows == {"image": 1}
+    np.save(tmp_path / "text_feat.npy", np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"expected \[5, d\]"):
+        load_inter(path)
+
+
+def test_topn_metrics_match_hand_computed_values():
+    # user 0: relevant {1, 3}, item 0 is a training item; user 1: relevant {4}; user 2 has nothing to evaluate
+    relevant = sp.csr_matrix(([1, 1, 1], ([0, 0, 1], [1, 3, 4])), shape=(3, 5))
+    exclude = sp.csr_matrix(([1], ([0], [0])), shape=(3, 5))
+    scores = torch.tensor([[9.0, 5, 4, 3, 1], [5, 4, 3, 2, 1], [1, 1, 1, 1, 1]])
+    m = evaluate_topn(lambda users: scores[users], relevant, exclude, ks=(1, 3))
+    # user 0 ranks 1, 2, 3 (0 excluded): hits at 1 and 3; user 1 ranks 0, 1, 2: no hit
+    assert m["recall@1"] == pytest.approx(0.5 * 0.5)
+    assert m["recall@3"] == pytest.approx(0.5 * 1.0)
+    assert m["precision@3"] == pytest.approx(0.5 * 2 / 3)
+    ndcg = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert m["ndcg@3"] == pytest.approx(0.5 * ndcg)
+    assert m["map@3"] == pytest.approx(0.5 * (1 + 2 / 3) / 2)
+
+
+def test_negative_sampler_never_returns_a_training_item():
+    train = sp.csr_matrix(np.array([[1, 1, 1, 0, 0], [0, 0, 0, 0, 1]], np.float32))
+    sampler = NegativeSampler(train, np.random.default_rng(0))
+    users = np.array([0] * 500 + [1] * 500)
+    neg = sampler(users)
+    assert set(neg[:500]) == {3, 4} and set(neg[500:]) == {0, 1, 2, 3}
+
+
+def test_symmetric_lgconv_matches_pyg_lgconv_values_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    edges = torch.randint(0, 30, (2, 80), generator=g)
+    edges = torch.cat([edges, edges.flip(0)], 1)
+    adj = normalized_adjacency(edges, 30)
+    x = torch.randn(30, 8, generator=g, requires_grad=True)
+    w = torch.randn(30, 8, generator=g)
+    outs = []
+    for conv in (SymmetricLGConv(), LGConv()):
+        y = conv(conv(x, adj if isinstance(conv, SymmetricLGConv) else edges), adj if isinstance(conv, SymmetricLGConv) else edges)
+        outs.append((y, torch.autograd.grad((y * w).sum(), x)[0]))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-4, atol=1e-5)
+
+
+def block_interactions(users_per_block: int = 20, items_per_block: int = 10, blocks: int = 3, seed: int = 0):
+    """Users interact only with items of their block: train 6 items, valid 2, test 2 per user."""
+    rng = np.random.default_rng(seed)
+    rows = ["userID\titemID\tx_label"]
+    for b in range(blocks):
+        for u in range(b * users_per_block, (b + 1) * users_per_block):
+            items = rng.permutation(items_per_block)[:10] + b * items_per_block
+            rows += [f"{u}\t{i}\t{0 if j < 6 else 1 if j < 8 else 2}" for j, i in enumerate(items)]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph"])
+def test_recommenders_learn_block_structure(tmp_path, name):
+    torch.manual_seed(0)
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    model = create_recommender(name, data.train, **({"layers": 1} if name != "bpr" else {}))
+    trainer = TopNTrainer(model, data, TopNTrainConfig(max_epochs=60, lr=0.05, batch_size=128, patience=60), ks=(4,))
+    before = trainer.evaluate("test")["recall@4"]
+    history = trainer.fit()
+    after = trainer.evaluate("test")["recall@4"]
+    assert len(history) == 60 and all("val/recall@20" in row for row in history)
+    assert after > max(0.5, before + 0.2), (name, before, after)  # chance is 4 of the 4 unseen block items / 24
+
+
+def test_mmgraph_fuses_item_features_when_present(tmp_path):
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    feats = {"image": np.random.default_rng(0).normal(size=(data.num_items, 5)).astype(np.float32)}
+    model = create_recommender("mmgraph", data.train, feats, layers=1)
+    assert model.modalities == ["image"] and model.item_inputs().shape == (data.num_items, 64)
+    assert "mmgraph" in list_recommenders() and "lightgcn" in list_recommenders()
+    with pytest.raises(ValueError, match="unknown recommender"):
+        create_recommender("nope", data.train)
+
+
+def test_run_writes_the_mmrec_protocol_results(env, tmp_path):
+    path = write_inter(tmp_path, block_interactions())
+    run_dir = tmp_path / "run"
+    out = run_cli(run_dir, "data=mmrec_baby", f"data.path={path}", "model=lightgcn", "train=topn", "eval=topn",
+                  "train.max_epochs=3", "logger=none")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {f"test/{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)} <= set(metrics)
+    assert "val/recall@20" in metrics and "recall" in out
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["num_users"] == 60 and info["load_report"]["kept"]["test"] == 120 and len(info["data_fingerprint"]) == 16
+    assert (run_dir / "model.pt").exists() and (run_dir / "config.yaml").exists()
+    again = tmp_path / "again"
+    run_cli(again, "data=mmrec_baby", f"data.path={path}", "model=lightgcn", "train=topn", "eval=topn",
+            "train.max_epochs=3", "logger=none")
+    assert json.loads((again / "metrics.json").read_text()) == metrics  # same seed, same numbers
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(SHARED is None, reason="the shared data (/work/shared/data or ../shared/data) is not here")
+@pytest.mark.parametrize("name,users,items,total", [("baby", 19445, 7050, 160792), ("sports", 35598, 18357, 296337)])
+def test_shared_mmrec_files_load_with_the_published_counts(name, users, items, total):
+    data = load_inter(SHARED / "mmrec" / name / f"{name}.inter")
+    assert (data.num_users, data.num_items) == (users, items)
+    assert sum(data.report.kept.values()) == total and data.report.malformed == 0
