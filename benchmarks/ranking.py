@@ -7,9 +7,12 @@ the query (history excluded). Users are split 70/30 into train and test users pe
 only train users; a leakage guard checks it). "cold" rows rank without the user (no history features); "+ user"
 rows add the user vector (attention over the history) and the history's co-purchase links as features, and
 "personalize" re-scores with ``minmax(score) + 0.5 * cos(user, item)``. The last rows add MMR (lambda 0.7).
+Raw text/image features are the run's saved ones (``<run>/ranking_features``), query texts the run's (drawn with
+the seed), so "served ranker" rows -- the ranker the run trained and serves, on the run's own test users -- are
+what ``gnn-mmsearch search`` answers with (runs trained with ``rerank=lambdamart`` and the same seed).
 Also times ranking 200 candidates for one query (features + LightGBM + MMR) on one thread.
 
-    python benchmarks/ranking.py --run runs/s0 runs/s1 runs/s2 --seeds 0 1 2   # runs trained with seed=0, 1, 2
+    python benchmarks/ranking.py --run runs/s0 runs/s1 runs/s2 --seeds 0 1 2   # rerank=lambdamart seed=0, 1, 2
 """
 from __future__ import annotations
 
@@ -23,41 +26,39 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from gnn_mmsearch.evaluation.queries import title_query
-from gnn_mmsearch.features import extract_features
 from gnn_mmsearch.ranking import FEATURES, ItemTable, LambdaMART, Personalizer, RankingPipeline, RankSVM, RuleScorer
-from gnn_mmsearch.ranking.dataset import (assert_no_leakage, candidate_lists, rank_query, split_users,
-                                          training_examples, user_queries)
+from gnn_mmsearch.ranking.dataset import assert_no_leakage, candidate_lists, rank_query, split_users, training_examples
 from gnn_mmsearch.ranking.evaluate import evaluate
+from gnn_mmsearch.ranking.modal import load_modal, query_modal
+from gnn_mmsearch.ranking.train import user_query_texts
 from gnn_mmsearch.search import Searcher
 
 DEPTH, K, MMR_LAMBDA = 200, 10, 0.7
 
 
-def load(run_dir: Path):
-    """Searcher, item table (with raw text/image features), labelled queries, their vectors and text features."""
+def load(run_dir: Path, seed: int):
+    """Searcher, item table (the run's saved raw text/image features), the user queries with texts drawn with
+    ``seed`` (as the run draws them), their vectors and raw query features."""
     searcher = Searcher.from_run(run_dir)
     enc, catalog = searcher.encoder.eval(), searcher.catalog
-    cache = Path(OmegaConf.load(run_dir / "config.yaml").cache_dir).expanduser() / "features"
-    feats = extract_features(catalog, enc.feature_extractor("image"), enc.feature_extractor("text"), cache)
-    table = ItemTable.from_catalog(catalog, {"text": (feats.text.numpy(), feats.text_mask.numpy()),
-                                             "image": (feats.image.numpy(), feats.image_mask.numpy())})
-    rng = np.random.default_rng(0)
-    queries, texts = [], []
-    for q in user_queries(catalog):
-        text = title_query(catalog.products[catalog.index_of[q.query_item]], rng)
-        if text:
-            queries.append(q)
-            texts.append(text)
-    text_feat, _ = enc.feature_extractor("text").encode(texts, progress=False)
-    with torch.inference_mode():
-        vectors = enc.embed_query_features(text=torch.as_tensor(text_feat)).numpy()
-    return searcher, table, queries, vectors, np.asarray(text_feat, np.float32)
+    table = ItemTable.from_catalog(catalog, load_modal(run_dir, len(catalog)))
+    if not table.modal:
+        raise SystemExit(f"{run_dir} keeps no raw features for ranking: train it with rerank=lambdamart")
+    queries, texts = map(list, zip(*user_query_texts(catalog, seed)))
+    return searcher, table, queries, enc.encode_query(text=texts).numpy(), query_modal(enc, table.modal, texts)
 
 
-def one_seed(searcher, table, queries, vectors, text_feat, seed: int, timing: bool) -> tuple[dict, dict]:
+def served_ranker(run_dir: Path, searcher, seed: int):
+    """The run's own learned ranker when its test users are this seed's (same seed and split), else ``None``."""
+    info = OmegaConf.load(run_dir / "config.yaml")
+    same_split = info.seed == seed and float(info.rerank.get("test_users", 0.3)) == 0.3
+    learned = searcher.ranking is not None and isinstance(searcher.ranking.scorer, (LambdaMART, RankSVM))
+    return searcher.ranking.scorer if same_split and learned else None
+
+
+def one_seed(searcher, table, queries, vectors, raw, seed: int, timing: bool, served=None) -> tuple[dict, dict]:
     index, catalog = searcher.index, searcher.catalog
-    fused_only = replace(table, modal={})  # what a run's ranker sees: no raw per-modality features
+    fused_only = replace(table, modal={})  # ablation: no raw per-modality text/image features
     train, test = split_users(queries, 0.3, seed)
     assert_no_leakage(train, test)
     pos = {q.user: i for i, q in enumerate(queries)}
@@ -67,7 +68,7 @@ def one_seed(searcher, table, queries, vectors, text_feat, seed: int, timing: bo
     def prepare(qs, pers):
         rows = [pos[q.user] for q in qs]
         cands = candidate_lists(index, qs, vectors[rows], DEPTH)
-        return cands, [rank_query(table, index, q, vectors[r], text_feat[r], pers) for q, r in zip(qs, rows)]
+        return cands, [rank_query(table, index, q, vectors[r], raw[r], pers) for q, r in zip(qs, rows)]
 
     def score(pipe, cands, rqs):
         return evaluate(pipe, index, targets, cands, rqs, categories, K)
@@ -85,7 +86,7 @@ def one_seed(searcher, table, queries, vectors, text_feat, seed: int, timing: bo
         else:
             for method in ("mean", "recency", "attention"):
                 p = Personalizer(method, weight=0.5)
-                rqs = [rank_query(table, index, q, vectors[pos[q.user]], text_feat[pos[q.user]], p) for q in test]
+                rqs = [rank_query(table, index, q, vectors[pos[q.user]], raw[pos[q.user]], p) for q in test]
                 out[f"retrieval + personalize ({method})"] = score(RankingPipeline(table, None, p), te_c, rqs)
         out["rules" + suffix] = score(RankingPipeline(table, RuleScorer()), te_c, te_rq)
         out["LambdaMART" + suffix] = score(RankingPipeline(table, lm), te_c, te_rq)
@@ -93,6 +94,8 @@ def one_seed(searcher, table, queries, vectors, text_feat, seed: int, timing: bo
         out[f"LambdaMART{suffix}, fused score only"] = score(RankingPipeline(fused_only, lm_fused), te_c, te_rq)
         out[f"LambdaMART{suffix} + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, lm, mmr_lambda=MMR_LAMBDA),
                                                            te_c, te_rq)
+        if served is not None:
+            out["served ranker" + suffix] = score(RankingPipeline(table, served), te_c, te_rq)
         info[f"gain{suffix or ' cold'}"] = dict(zip(FEATURES, lm.booster.feature_importance("gain").round(1).tolist()))
     if timing:
         info.update(latency(table, index, te_c, te_rq, lm))
@@ -126,11 +129,12 @@ def main() -> None:
         parser.error("give one run, or one run per seed")
     per_seed, info = [], []
     for i, (seed, run) in enumerate(zip(args.seeds, runs)):
-        rows, extra = one_seed(*load(run), seed, timing=i == 0)
+        loaded = load(run, seed)
+        rows, extra = one_seed(*loaded, seed, timing=i == 0, served=served_ranker(run, loaded[0], seed))
         per_seed.append(rows)
         info.append(extra)
         print(f"seed {seed}: " + ", ".join(f"{k}={v['ndcg@10']:.4f}" for k, v in rows.items()), flush=True)
-    names = list(per_seed[0])
+    names = [n for n in per_seed[0] if all(n in rows for rows in per_seed)]
     table = {n: {m: (float(np.mean([r[n][m] for r in per_seed])), float(np.std([r[n][m] for r in per_seed])))
                  for m in per_seed[0][n]} for n in names}
     base = table["retrieval"]["ndcg@10"][0]

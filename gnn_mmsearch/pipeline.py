@@ -13,11 +13,13 @@ from omegaconf import DictConfig, OmegaConf
 from .data import Catalog, SyntheticConfig, load_or_generate, split_edges, split_products
 from .data.amazon import AmazonConfig
 from .data.amazon import load_or_build as load_or_build_amazon
-from .evaluation import evaluate_copurchase, evaluate_queries, served_metrics, title_queries, top_k
+from .evaluation import (evaluate_copurchase, evaluate_queries, evaluate_title_to_image, served_metrics,
+                         title_queries, top_k)
 from .features import build_image_encoder, build_text_encoder, extract_features
 from .index import create_index
 from .models import EncoderConfig, MultimodalGraphEncoder
 from .ranking.train import fit_ranking, load_pipeline, wants_ranking
+from .recommend import run_topn
 from .search import RUN_INFO, Searcher, format_hits, index_attributes
 from .tracking import Tracker, start_run
 from .training import TrainConfig, Trainer
@@ -50,11 +52,13 @@ def build_encoder(cfg: DictConfig, image_dim: int, text_dim: int) -> MultimodalG
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, float]:
-    """Run the whole pipeline and write the run directory, tracked by ``cfg.logger``; returns the flat metrics."""
+    """Run the whole pipeline and write the run directory, tracked by ``cfg.logger``; returns the flat metrics.
+    MMRec interaction data (``data.source: mmrec``) runs the top-N recommendation job (``recommend.py``)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    job = run_topn if cfg.data.source == "mmrec" else _run
     with start_run(cfg, run_dir) as tracker:
-        metrics = _run(cfg, run_dir, tracker)
+        metrics = job(cfg, run_dir, tracker)
         tracker.log_final(metrics)
     return metrics
 
@@ -95,6 +99,9 @@ def _run(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, float]:
     if queries:
         q_emb = model.encode_query(text=queries)
         metrics.update({f"text_query/{k}": v for k, v in evaluate_queries(q_emb, torch.tensor(targets), emb_test, ks).items()})
+    crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"),
+                                         holdout.nonzero().flatten().tolist(), tuple(cfg.eval.crossmodal_ks))
+    metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
 
     # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
     with torch.no_grad():
@@ -109,7 +116,7 @@ def _run(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, float]:
     timings["eval_index_s"] = time.perf_counter() - t
     if wants_ranking(cfg.rerank):
         t = time.perf_counter()
-        metrics.update(fit_ranking(cfg.rerank, model, index, catalog, cfg.seed, run_dir, min(ks)))
+        metrics.update(fit_ranking(cfg.rerank, model, index, catalog, feats, cfg.seed, run_dir, min(ks)))
         timings["ranking_s"] = time.perf_counter() - t
 
     model.save_pretrained(run_dir / "encoder")

@@ -16,6 +16,7 @@ from .data.catalog import Catalog
 from .index import Filter, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
 from .ranking import RankingPipeline, RankQuery
+from .ranking.modal import query_modal
 from .ranking.personalize import user_vector
 from .ranking.train import load_pipeline
 from .rerank import mmr
@@ -84,8 +85,8 @@ class Searcher:
         else:
             query, exclude = self.encoder.encode_query(text=text, image=image).numpy(), []
         if self.ranking is not None:
-            return self._staged(query, exclude, k, filter, self._rank_query(query[0], product, history, user),
-                                mmr_lambda)
+            return self._staged(query, exclude, k, filter,
+                                self._rank_query(query[0], product, history, user, text, image), mmr_lambda)
         return self._rank(query, [exclude], k, filter, mmr_lambda)[0]
 
     def user_history(self, user: str) -> list[str]:
@@ -94,8 +95,10 @@ class Searcher:
                                        key=lambda i: i.timestamp)]
 
     def _rank_query(self, query: np.ndarray, product: str | None, history: Sequence[str] | None,
-                    user: str | None) -> RankQuery:
-        """Graph anchors (the query product, the history or the user's items) and the user vector (cold: ``None``)."""
+                    user: str | None, text: str | None = None, image: str | Path | None = None) -> RankQuery:
+        """Graph anchors (the query product, the history or the user's items), the user vector (cold: ``None``) and
+        a text / image query's raw features (product and history queries have none: their similarities default).
+        The raw features cost a second extractor pass: ``encode_query`` does not hand back the ones it computed."""
         items = ([product] if product is not None else
                  [h for h in ([history] if isinstance(history, str) else history or []) if h in self.index])
         if user is not None:
@@ -105,7 +108,9 @@ class Searcher:
         anchors = self.ranking.table.rows(items)
         personal = history is not None or user is not None
         vec = self.ranking.users.user(self.index.vectors(items), query) if personal and items else None
-        return RankQuery(anchors=anchors, user=vec)
+        modal = {} if text is None and image is None else query_modal(self.encoder, self.ranking.table.modal,
+                                                                      text, image)[0]
+        return RankQuery(anchors=anchors, user=vec, modal=modal)
 
     def _staged(self, query: np.ndarray, exclude: list[str], k: int, filter: Filter | None, rq: RankQuery,
                 mmr_lambda: float | None) -> list[Hit]:
@@ -124,7 +129,8 @@ class Searcher:
             return []
         query = self.encoder.encode_query(text=list(texts)).numpy()
         if self.ranking is not None:
-            return [self._staged(q[None], [], k, filter, RankQuery(), mmr_lambda) for q in query]
+            raw = query_modal(self.encoder, self.ranking.table.modal, list(texts))
+            return [self._staged(q[None], [], k, filter, RankQuery(modal=m), mmr_lambda) for q, m in zip(query, raw)]
         return self._rank(query, None, k, filter, mmr_lambda)
 
     def user_vector(self, history: Sequence[str], decay: float | None = None) -> tuple[np.ndarray, list[str]]:

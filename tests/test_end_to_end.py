@@ -101,15 +101,17 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     run_dir, output = first_run
     lines = [line.rstrip() for line in output.splitlines()]
     header = next(i for i, line in enumerate(lines) if line.startswith("metric "))
-    assert lines[header].split() == ["metric", "@10", "@20", "@50"]
+    assert lines[header].split() == ["metric", "@1", "@5", "@10", "@20", "@50"]  # crossmodal/* at 1, 5, 10
+    ks, width = (1, 5, 10, 20, 50), lines[header].index("@")  # columns of 9 characters, blank where a K is not reported
     end = lines.index("", header)  # the table ends at the first blank line
-    table = {line.split()[0]: line.split()[1:] for line in lines[header + 1:end]}
-    assert {f"{task}/{m}" for task in ("copurchase", "text_query")
+    table = {line[:width].strip(): {k: line[width + 9 * i:width + 9 * (i + 1)].strip() for i, k in enumerate(ks)}
+             for line in lines[header + 1:end]}
+    assert {f"{task}/{m}" for task in ("copurchase", "text_query", "crossmodal")
             for m in ("recall", "precision", "ndcg", "mrr")} | {"index/recall"} <= set(table)
     metrics = _json(run_dir / "metrics.json")
     for name, values in table.items():  # every row is in metrics.json, every metric in the table
-        for k, value in zip((10, 20, 50), values):
-            assert float(value) == pytest.approx(metrics[f"{name}@{k}"], abs=1e-4), (name, k)
+        for k, value in values.items():
+            assert (float(value) if value else None) == pytest.approx(metrics.get(f"{name}@{k}"), abs=1e-4), (name, k)
     assert {key.rpartition("@")[0] for key in metrics} == set(table)
     lines = [line for line in lines if line.strip()]
     assert 'search "wireless mouse":' in output  # the configured example queries

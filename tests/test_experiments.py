@@ -25,8 +25,20 @@ def _sweep(experiment: str) -> dict[str, list[str]]:
             for o in OverridesParser.create().parse_overrides(params)}
 
 
+GIFT_CARD_ROWS = {"text_only": (["text"], "attention"), "image_only": (["image"], "attention"),
+                  "concat": (["image", "text"], "concat"), "attention": (["image", "text"], "attention")}
+
+
+MMREC_ROWS = {f"mmrec_{model}_{data}": (model, data) for model in ("bpr", "lightgcn", "mmgraph")
+              for data in ("baby", "sports")}
+MMREC_GRIDS = {"mmrec_lightgcn_grid": {"model.layers": ["1", "2", "3", "4"],
+                                       "model.reg_weight": ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]},
+               "mmrec_bpr_grid": {"model.reg_weight": ["2.0", "1.0", "1e-1", "1e-2", "1e-3", "1e-4", "1e-5"]}}
+
+
 def test_every_experiment_config_is_listed():
-    assert {p.stem for p in (CONF / "experiment").glob("*.yaml")} == {*ABLATIONS, "no_graph"}
+    assert {p.stem for p in (CONF / "experiment").glob("*.yaml")} == {*ABLATIONS, "no_graph", "gift_cards",
+                                                                       *MMREC_ROWS, *MMREC_GRIDS}
 
 
 @pytest.mark.parametrize("experiment", sorted(ABLATIONS))
@@ -43,6 +55,19 @@ def test_ablation_sweeps_seeds_and_valid_values(experiment):
         create_index(cfg.index.kind, dim=model.config.out_dim, **{k: v for k, v in cfg.index.items() if k != "kind"})
 
 
+def test_gift_cards_sweeps_models_depths_and_seeds_on_the_gift_cards_data():
+    assert _sweep("gift_cards") == {"model": list(GIFT_CARD_ROWS), "model.gnn.layers": ["0", "2"],
+                                    "seed": ["0", "1", "2"]}
+    for name, (modalities, fusion) in GIFT_CARD_ROWS.items():
+        with initialize_config_module(version_base="1.3", config_module="gnn_mmsearch.conf"):
+            cfg = compose("config", overrides=["experiment=gift_cards", f"model={name}"])
+        assert cfg.data.source == "amazon" and cfg.data.meta_path.endswith("amazon2018-gift-cards/meta_Gift_Cards.json")
+        assert cfg.logger.group == "gift_cards" and 10 in cfg.eval.ks and 20 in cfg.eval.ks
+        assert list(cfg.model.modalities) == modalities and cfg.model.fusion == fusion
+        assert cfg.model.gnn.layers == 2  # the default depth is the sweep's "with graph" value
+        build_encoder(cfg, image_dim=12, text_dim=8)
+
+
 def test_optuna_search_runs_two_trials(env, run_dir, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     from omegaconf import OmegaConf
@@ -57,3 +82,25 @@ def test_optuna_search_runs_two_trials(env, run_dir, tmp_path):
     result = OmegaConf.load(sweep / "optimization_results.yaml")
     assert 0 < result.best_value <= 1 and set(result.best_params) >= {"train.lr", "model.fusion"}
     assert len(list(sweep.glob("*/metrics.json"))) == 2
+
+
+@pytest.mark.parametrize("experiment", sorted(MMREC_ROWS))
+def test_mmrec_rows_run_the_topn_job_with_mmrecs_protocol(experiment):
+    model, data = MMREC_ROWS[experiment]
+    with initialize_config_module(version_base="1.3", config_module="gnn_mmsearch.conf"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    assert cfg.data.source == "mmrec" and cfg.data.path.endswith(f"mmrec/{data}/{data}.inter")
+    assert cfg.model.name == model and cfg.model.embedding_dim == 64
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.patience, cfg.train.monitor) == (1e-3, 2048, 20, "recall@20")
+    assert list(cfg.eval.ks) == [5, 10, 20, 50]
+
+
+@pytest.mark.parametrize("experiment", sorted(MMREC_GRIDS))
+def test_mmrec_grids_sweep_mmrecs_hyperparameters(experiment):
+    def as_floats(sweep):
+        return {key: [float(v) for v in values] for key, values in sweep.items()}
+
+    assert as_floats(_sweep(experiment)) == as_floats(MMREC_GRIDS[experiment])
+    with initialize_config_module(version_base="1.3", config_module="gnn_mmsearch.conf"):
+        cfg = compose("config", overrides=[f"experiment={experiment}", "data=mmrec_sports"])
+    assert cfg.data.path.endswith("sports.inter")  # the grid runs on either dataset

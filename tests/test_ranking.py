@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import SMALL_RUN, run_cli
 from gnn_mmsearch.cli import main
@@ -16,7 +17,10 @@ from gnn_mmsearch.ranking import (FEATURES, ItemTable, LambdaMART, Personalizer,
                                   RankSVM, RuleScorer, build_features, load_ranker, user_vector)
 from gnn_mmsearch.ranking.dataset import (UserQuery, assert_no_leakage, candidate_lists, rank_query, split_users,
                                           training_examples, user_queries)
+from gnn_mmsearch.ranking import train as ranking_train
 from gnn_mmsearch.ranking.evaluate import ndcg_at_k, recall_at_k
+from gnn_mmsearch.ranking.modal import MODAL_DIR, load_modal, product_modal, query_modal, save_modal
+from gnn_mmsearch.features import ProductFeatures
 from gnn_mmsearch.search import Searcher
 
 COL = {name: j for j, name in enumerate(FEATURES)}
@@ -72,6 +76,64 @@ def test_features_graph_personal_and_modal(world):
     assert x[:, COL["text_missing"]].tolist() == [0, 0, 1, 0]
     assert x[:, COL["personal"]] == pytest.approx(vec[rows] @ user)
     assert (x[:, COL["personal_missing"]] == 0).all()
+
+
+def _features(n: int, image_ok: np.ndarray, seed: int = 0) -> ProductFeatures:
+    """Raw product features (text for all, images where ``image_ok``; missing rows are zeros)."""
+    rng = np.random.default_rng(seed)
+    text, image = rng.normal(size=(n, 6)).astype(np.float32), rng.random(size=(n, 5)).astype(np.float32) * 3
+    image[~image_ok] = 0
+    return ProductFeatures(torch.from_numpy(image), torch.from_numpy(image_ok), torch.from_numpy(text),
+                           torch.ones(n, dtype=torch.bool))
+
+
+def test_saved_modal_features_give_the_training_features(world, tmp_path):
+    catalog, index, vec = world
+    image_ok = np.ones(40, bool)
+    image_ok[3] = False  # P3 has no image
+    feats = _features(40, image_ok)
+    directory = save_modal(product_modal(feats), tmp_path)
+    assert directory == tmp_path / MODAL_DIR
+    loaded = load_modal(tmp_path, len(catalog))
+    assert set(loaded) == {"text", "image"} and loaded["image"][0].dtype == np.float16
+    assert loaded["image"][1].tolist() == image_ok.tolist()
+    table = ItemTable.from_catalog(catalog, loaded)
+    q = RankQuery(modal={"text": feats.text[7].numpy(), "image": feats.image[9].numpy()})
+    rows = np.array([3, 7, 9])
+    x = build_features(table, rows, np.ones(3), vec[rows], q)
+    image = feats.image.numpy() / np.linalg.norm(feats.image.numpy(), axis=1, keepdims=True).clip(1e-12)
+    assert x[:, COL["text_sim"]][1] == pytest.approx(1, abs=1e-3)
+    assert x[:, COL["image_sim"]].tolist() == pytest.approx([0, image[7] @ image[9], 1], abs=1e-3)
+    assert x[:, COL["image_missing"]].tolist() == [1, 0, 0] and (x[:, COL["text_missing"]] == 0).all()
+    again = build_features(ItemTable.from_catalog(catalog, load_modal(tmp_path, len(catalog))), rows, np.ones(3),
+                           vec[rows], q)
+    np.testing.assert_array_equal(again, x)  # what training sees is what serving sees, bit for bit
+
+
+def test_catalog_without_images_stores_no_image_features(world, tmp_path):
+    catalog, index, vec = world
+    save_modal(product_modal(_features(40, np.ones(40, bool))), tmp_path)
+    assert (tmp_path / MODAL_DIR / "image.npy").exists()
+    feats = _features(40, np.zeros(40, bool))
+    save_modal(product_modal(feats), tmp_path)  # the same run directory again, now without images
+    assert sorted(p.name for p in (tmp_path / MODAL_DIR).iterdir()) == ["text.npy", "text_ok.npy"]
+    loaded = load_modal(tmp_path, len(catalog))
+    assert set(loaded) == {"text"}
+    rows = np.arange(4)
+    q = RankQuery(modal={"text": feats.text[0].numpy(), "image": np.ones(5, np.float32)})
+    x = build_features(ItemTable.from_catalog(catalog, loaded), rows, np.ones(4), vec[rows], q)
+    all_false = ItemTable.from_catalog(catalog, {**loaded, "image": (feats.image.numpy(), feats.image_mask.numpy())})
+    np.testing.assert_array_equal(x, build_features(all_false, rows, np.ones(4), vec[rows], q))
+    assert (x[:, COL["image_missing"]] == 1).all() and (x[:, COL["image_sim"]] == 0).all()
+    assert (x[:, COL["text_missing"]] == 0).all() and x[0, COL["text_sim"]] == pytest.approx(1, abs=1e-3)
+
+
+def test_load_modal_without_features_or_for_another_catalog(world, tmp_path):
+    catalog, *_ = world
+    assert load_modal(tmp_path, len(catalog)) == {}  # a run without ranking features: fused score only
+    save_modal(product_modal(_features(40, np.ones(40, bool))), tmp_path)
+    with pytest.raises(ValueError, match="the catalog has 41"):
+        load_modal(tmp_path, 41)
 
 
 def test_user_vector_methods_and_cold_user():
@@ -211,11 +273,20 @@ def ranked_run(first_run, tmp_path_factory):
     """The small run with the whole ranking pipeline (``rerank=personalized``: LambdaMART, personalize, MMR); after
     ``first_run``, whose feature-cache counts assume it extracts first."""
     run_dir = tmp_path_factory.mktemp("runs") / "ranked"
-    return run_dir, run_cli(run_dir, *SMALL_RUN, "rerank=personalized", "logger=none")
+    seen = []
+
+    def training_examples_seen(*args):
+        seen.append((args, training_examples(*args)))
+        return seen[-1][1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ranking_train, "training_examples", training_examples_seen)
+        printed = run_cli(run_dir, *SMALL_RUN, "rerank=personalized", "logger=none")
+    return run_dir, printed, seen
 
 
 def test_run_trains_saves_and_serves_the_ranker(ranked_run, capsys):
-    run_dir, printed = ranked_run
+    run_dir, printed, _ = ranked_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"user_query/ndcg@10", "user_query_ranked/ndcg@10"} <= set(metrics)
     searcher = Searcher.from_run(run_dir)
@@ -231,3 +302,46 @@ def test_run_trains_saves_and_serves_the_ranker(ranked_run, capsys):
     assert main(["search", "phone", "--run", str(run_dir), "--user", user, "--explain-scores", "-k", "3"]) == 0
     out = capsys.readouterr().out
     assert out.count("retrieval=") == 3 and "personal=" in out
+
+
+def test_served_ranker_scores_like_in_training(ranked_run):
+    """A saved-then-loaded run scores a training query's candidates (cold, i.e. without the user) exactly as the
+    ranker saw them in training, raw text similarity included."""
+    run_dir, _, seen = ranked_run
+    ((table, index, queries, candidates, rank_queries), (x, y, groups)), = seen
+    searcher = Searcher.from_run(run_dir)
+    assert set(searcher.ranking.table.modal) == {"text", "image"}
+    assert searcher.ranking.table.modal["image"][1].sum() < len(searcher.catalog)  # some products have no image
+    seed = json.loads((run_dir / "run.json").read_text())["seed"]
+    text_of = {q.user: t for q, t in ranking_train.user_query_texts(searcher.catalog, seed)}
+    starts = np.cumsum([0, *groups])
+    kept = [i for i, (q, (ids, _)) in enumerate(zip(queries, candidates)) if q.targets & set(ids)]
+    cold = [(i, j) for j, i in enumerate(kept) if rank_queries[i].user is None][:3]
+    assert cold
+    for i, j in cold:
+        ids, x_train = candidates[i][0], x[starts[j]:starts[j + 1]]
+        has_text = searcher.ranking.table.modal["text"][1][table.rows(ids)]
+        assert (x_train[:, COL["text_missing"]] == ~has_text).all() and x_train[:, COL["text_sim"]].std() > 0
+        hits = searcher.search(text=text_of[queries[i].user], k=50)
+        row = {pid: r for r, pid in enumerate(ids)}
+        shared = [h for h in hits if h.id in row]
+        assert len(shared) >= 25  # served candidates are the training ones plus the user's history
+        x_shared = x_train[[row[h.id] for h in shared]]
+        trained = searcher.ranking.scorer.score(x_shared)
+        np.testing.assert_allclose([h.stages["retrieval"] for h in shared], x_shared[:, COL["retrieval"]], atol=1e-5)
+        np.testing.assert_allclose([h.stages["score"] for h in shared], trained, rtol=1e-5, atol=1e-5)
+        fused_only = x_shared.copy()
+        fused_only[:, [COL["text_sim"], COL["image_sim"]]] = 0
+        fused_only[:, [COL["text_missing"], COL["image_missing"]]] = 1
+        assert np.abs(searcher.ranking.scorer.score(fused_only) - trained).max() > 1e-3  # the raw features count
+
+
+def test_query_modal_uses_the_models_extractors(ranked_run):
+    run_dir, *_ = ranked_run
+    searcher = Searcher.from_run(run_dir)
+    text_only = {"text": searcher.ranking.table.modal["text"]}
+    raw = query_modal(searcher.encoder, text_only, text=["wireless mouse", " "], image=["a.jpg", "b.jpg"])
+    assert [set(r) for r in raw] == [{"text"}, set()]  # no text in the second; no image features asked for
+    expected, _ = searcher.encoder.feature_extractor("text").encode(["wireless mouse"], progress=False)
+    np.testing.assert_allclose(raw[0]["text"], expected[0], atol=1e-6)
+    assert query_modal(searcher.encoder, searcher.ranking.table.modal, image="no-such.jpg") == [{}]

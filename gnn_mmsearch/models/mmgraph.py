@@ -3,8 +3,9 @@
 Items start from an ID embedding, fused (``layers/fusion.py``) with projections of their image / text features
 when the dataset has them; users from an ID embedding. Both are propagated over the user-item training graph
 with LightGCN propagation (layer outputs averaged), L2-normalised, and trained with the InfoNCE loss of the
-product encoder: each user's positive item against the batch's other positives and the sampled negatives, at
-temperature ``temperature``. Scores are cosine similarities. With no item features it is ID-only.
+product encoder at temperature ``temperature``: each user's positive item against the batch's sampled negatives
+(uniform over items the user has not interacted with) and, with ``in_batch_negatives``, the batch's other
+positives. Scores are cosine similarities. With no item features it is ID-only.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from ._recommender import Recommender, register_recommender, user_item_adjacency
 @register_recommender("mmgraph")
 class MultimodalGraphRecommender(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
-                 embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2, fusion: str = "weighted"):
+                 embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2,
+                 in_batch_negatives: bool = False, fusion: str = "weighted"):
         super().__init__(train)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, embedding_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, embedding_dim)))
@@ -37,7 +39,7 @@ class MultimodalGraphRecommender(Recommender):
         self.fusion = create_fusion(fusion, 1 + len(self.modalities), embedding_dim) if self.modalities else None
         self.propagate = GraphPropagation(embedding_dim, layers, "lightgcn", normalize=False)
         self.adjacency = user_item_adjacency(train)
-        self.infonce = InfoNCELoss(temperature, symmetric=False)
+        self.infonce = InfoNCELoss(temperature, symmetric=False, in_batch=in_batch_negatives)
 
     def item_inputs(self) -> torch.Tensor:
         """Layer-0 item vectors: the ID embedding, fused with the projected features when there are some."""

@@ -64,12 +64,12 @@ def candidate_lists(index: VectorIndex, queries: list[UserQuery], query_vectors:
 
 
 def rank_query(table: ItemTable, index: VectorIndex, q: UserQuery, query_vector: np.ndarray,
-               query_text: np.ndarray | None, personalizer=None) -> RankQuery:
-    """The :class:`RankQuery` of a user query; ``personalizer=None`` treats the user as cold."""
+               modal: dict[str, np.ndarray] | None, personalizer=None) -> RankQuery:
+    """The :class:`RankQuery` of a user query (``modal``: its raw features, e.g. ``{"text": [d]}``);
+    ``personalizer=None`` treats the user as cold."""
     user = None if personalizer is None else personalizer.user(index.vectors(q.history), query_vector)
-    modal = {} if query_text is None else {"text": query_text}
     anchors = table.rows(q.history) if personalizer is not None else np.empty(0, np.int64)
-    return RankQuery(anchors=anchors, user=user, modal=modal)
+    return RankQuery(anchors=anchors, user=user, modal=dict(modal or {}))
 
 
 def training_examples(table: ItemTable, index: VectorIndex, queries: list[UserQuery], candidates, rank_queries):

@@ -32,6 +32,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
+def unit_float16(x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Rows of ``x`` scaled to unit norm (zero rows stay zero) in float32, kept as float16, a chunk at a time
+    (``x`` may be a memory-mapped file larger than memory in float32)."""
+    out = np.empty(x.shape, np.float16)
+    for start in range(0, len(x), chunk):
+        out[start:start + chunk] = _unit(np.asarray(x[start:start + chunk], np.float32))
+    return out
+
+
 def _with_default(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NaNs replaced by the median of the rest (0 when all are NaN), and the missing mask."""
     missing = np.isnan(values)
@@ -51,12 +60,13 @@ class ItemTable:
     rating_missing: np.ndarray
     adjacency: sp.csr_matrix
     degree: np.ndarray
-    modal: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (unit rows, ok mask)
+    modal: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (float16 unit rows, ok)
 
     @classmethod
     def from_catalog(cls, catalog: Catalog, modal: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                      edge_types=GRAPH_EDGE_TYPES) -> "ItemTable":
-        """``modal``: optional raw product features per modality, ``name -> ([N, d], ok [N])``."""
+        """``modal``: optional raw product features per modality, ``name -> ([N, d], ok [N])`` (e.g. a run's
+        saved ones, ``modal.load_modal``); kept as float16 unit rows."""
         def column(name):
             return np.array([np.nan if getattr(p, name) is None else getattr(p, name) for p in catalog.products],
                             np.float64)
@@ -69,7 +79,7 @@ class ItemTable:
         adj = sp.coo_matrix((np.ones(ei.shape[1] * 2, np.float32), (np.r_[ei[0], ei[1]], np.r_[ei[1], ei[0]])),
                             shape=(n, n)).tocsr()
         adj.data[:] = 1.0  # duplicate links count once
-        modal = {k: (_unit(np.asarray(v, np.float32)), np.asarray(ok, bool)) for k, (v, ok) in (modal or {}).items()}
+        modal = {k: (unit_float16(v), np.asarray(ok, bool)) for k, (v, ok) in (modal or {}).items()}
         return cls(dict(catalog.index_of), pop, price, rating, price_missing, rating_missing, adj,
                    np.log1p(np.asarray(adj.sum(1)).ravel()).astype(np.float32), modal)
 
@@ -102,7 +112,7 @@ def build_features(table: ItemTable, rows: np.ndarray, retrieval: np.ndarray, ve
         have = name in table.modal and q is not None and np.isfinite(q).all() and np.linalg.norm(q) > 0
         if have:
             feats, ok = table.modal[name]
-            sim = feats[rows] @ (q / np.linalg.norm(q)).astype(np.float32)
+            sim = feats[rows].astype(np.float32) @ (q / np.linalg.norm(q)).astype(np.float32)
             out[:, col[f"{name}_sim"]] = np.where(ok[rows], sim, 0.0)
             out[:, col[f"{name}_missing"]] = ~ok[rows]
         else:

@@ -1,0 +1,45 @@
+"""Cross-modal retrieval: a product's title, embedded by the text query tower, must find that product among the
+products that have an image, each embedded from images alone.
+
+The item side is the model the run describes with every product's text masked out: the same fusion and the same
+graph propagation (over the edge index it is given), so a product's vector carries its own image and its
+neighbours' images, never any title. A model without the image modality has no image-only embedding: the metric
+is absent for it (an empty dict), not zero.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+from ..data.catalog import Product
+from ..features import ProductFeatures
+from .retrieval import evaluate_queries
+
+
+@torch.no_grad()
+def image_only_embeddings(model: torch.nn.Module, features: ProductFeatures, edge_index: torch.Tensor) -> torch.Tensor:
+    """Product embeddings ``[N, d]`` with every text masked out (products without an image get the empty token)."""
+    was_training = model.training
+    model.eval()
+    emb = model(features.image, features.image_mask, features.text, torch.zeros_like(features.text_mask), edge_index)
+    model.train(was_training)
+    return emb
+
+
+def evaluate_title_to_image(model: torch.nn.Module, products: Sequence[Product], features: ProductFeatures,
+                            edge_index: torch.Tensor, query_rows: Iterable[int], ks=(1, 5, 10)) -> dict[str, float]:
+    """``recall/precision/ndcg/mrr@k`` of title queries for the products at ``query_rows`` that have an image and a
+    title, ranked among all products with an image; empty when the model has no image modality or no row qualifies."""
+    if "image" not in model.config.modalities:
+        return {}
+    has_image = features.image_mask
+    rows = [int(i) for i in query_rows if has_image[int(i)] and (products[int(i)].title or "").strip()]
+    if not rows:
+        return {}
+    candidates = has_image.nonzero().flatten()
+    position = torch.full((len(products),), -1, dtype=torch.long)
+    position[candidates] = torch.arange(candidates.numel())
+    queries = model.encode_query(text=[products[i].title for i in rows])
+    items = image_only_embeddings(model, features, edge_index)[candidates]
+    return evaluate_queries(queries, position[rows], items, ks)

@@ -1,0 +1,74 @@
+"""Raw per-modality features for the ``text_sim`` / ``image_sim`` ranking features, for products and queries.
+
+A run keeps the products' raw features in ``<run>/ranking_features/``: per modality ``<name>.npy`` (float16 unit
+rows, catalog order, zeros where missing) and ``<name>_ok.npy`` (bool mask). A modality no product has is not
+stored; it then reads as missing for every product, exactly as an all-False mask would. Queries get theirs from
+the encoder's own feature extractors, so a served query is described like a training query.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from .features import unit_float16
+
+if TYPE_CHECKING:
+    from ..features import ProductFeatures
+
+MODAL_DIR = "ranking_features"
+MODALITIES = ("text", "image")
+
+Modal = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (rows [N, d], ok [N])
+
+
+def product_modal(feats: ProductFeatures) -> Modal:
+    """The raw features of the catalog's products, modalities without any present row left out."""
+    out = {"text": (feats.text.numpy(), feats.text_mask.numpy()),
+           "image": (feats.image.numpy(), feats.image_mask.numpy())}
+    return {name: (rows, ok) for name, (rows, ok) in out.items() if ok.any()}
+
+
+def save_modal(modal: Modal, run_dir: str | Path) -> Path:
+    """Write ``modal`` (as float16 unit rows) to ``run_dir/ranking_features``; returns that directory."""
+    directory = Path(run_dir) / MODAL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in MODALITIES:
+        for path in (directory / f"{name}.npy", directory / f"{name}_ok.npy"):
+            path.unlink(missing_ok=True)
+    for name, (rows, ok) in modal.items():
+        np.save(directory / f"{name}.npy", unit_float16(rows))
+        np.save(directory / f"{name}_ok.npy", np.asarray(ok, bool))
+    return directory
+
+
+def load_modal(run_dir: str | Path, num_products: int) -> Modal:
+    """The product features a run saved (memory-mapped; empty for a run without them)."""
+    directory = Path(run_dir) / MODAL_DIR
+    out = {}
+    for name in MODALITIES:
+        if (directory / f"{name}.npy").exists():
+            rows = np.load(directory / f"{name}.npy", mmap_mode="r")
+            ok = np.load(directory / f"{name}_ok.npy")
+            if len(rows) != num_products or len(ok) != num_products:
+                raise ValueError(f"{directory}: {name} features for {len(rows)} products, the catalog has "
+                                 f"{num_products}; re-run `gnn-mmsearch run`")
+            out[name] = (rows, ok)
+    return out
+
+
+def query_modal(encoder, modalities: Mapping, text: str | Sequence[str] | None = None,
+                image: str | Path | Sequence[str | Path] | None = None) -> list[dict[str, np.ndarray]]:
+    """Each query's raw features (text and/or image file path; lists: one query per item), from ``encoder``'s
+    feature extractors, for the modalities in ``modalities`` only (the ones the products have)."""
+    given = {"text": [text] if isinstance(text, str) else text,
+             "image": [image] if isinstance(image, (str, Path)) else image}
+    wanted = {name: list(values) for name, values in given.items() if values is not None and name in modalities}
+    count = max((len(v) for v in given.values() if v is not None), default=0)
+    out = [{} for _ in range(count)]
+    for name, values in wanted.items():
+        rows, ok = encoder.feature_extractor(name).encode(values, progress=False)
+        for q in np.flatnonzero(ok):
+            out[q][name] = rows[q]
+    return out
