@@ -1,71 +1,63 @@
 """Ranking stages on MMRec-format interactions (``userID itemID x_label``; 0 train, 1 valid, 2 test), no features.
 
-What is meaningful without product content: items are embedded by a truncated SVD of the train user-item matrix
-(64 dims); retrieval is the cosine to the mean of the user's train items (top 200, train items excluded); the graph
-feature counts co-interactions (items sharing >= 2 train users) with the history; popularity is the train
-interaction count; text/image similarity, price and rating are missing (defaults + indicators). Rankers train on
-train users with their *valid* items as relevant and are measured on disjoint test users with their *test* items.
+The retriever is a trained top-N run (``gnn-mmsearch run experiment=mmrec_mmgraph_baby``): candidates are the top
+200 items for the user's embedding (train items excluded), scored by cosine, which is exactly how ``mmgraph``
+ranks. What is meaningful without product content: the graph feature counts co-interactions (items sharing >= 2
+train users) with the history; popularity is the train interaction count; the personal feature is the attention
+user vector over the history's item embeddings; text/image similarity, price and rating are missing (defaults +
+indicators). Rankers train on train users with their *valid* items as relevant and are measured on disjoint test
+users with their *test* items (the retriever never saw either as training interactions).
 
-    python benchmarks/ranking_mmrec.py --inter ../shared/data/mmrec/baby/baby.inter --users 2000
+    python benchmarks/ranking_mmrec.py --run runs/mmgraph_baby --users 2000
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.decomposition import TruncatedSVD
+import torch
 
 from gnn_mmsearch.data.catalog import Catalog, Product
 from gnn_mmsearch.index import create_index
 from gnn_mmsearch.ranking import ItemTable, LambdaMART, Personalizer, RankingPipeline, RankSVM, RuleScorer
 from gnn_mmsearch.ranking.dataset import UserQuery, assert_no_leakage, rank_query, training_examples
 from gnn_mmsearch.ranking.evaluate import evaluate
+from gnn_mmsearch.recommend import load_recommender
 
 DEPTH, K, MMR_LAMBDA = 200, 10, 0.7
 
 
-def read_inter(path: Path):
-    with open(path, newline="") as f:
-        rows = [(r["userID"], r["itemID"], int(r["x_label"])) for r in csv.DictReader(f, delimiter="\t")]
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inter", type=Path, required=True)
+    parser.add_argument("--run", type=Path, required=True, help="a finished top-N run (model=mmgraph)")
     parser.add_argument("--users", type=int, default=2000, help="train users and test users drawn (each)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ranking_mmrec"))
     args = parser.parse_args()
-    rows = read_inter(args.inter)
-    items = sorted({i for _, i, _ in rows}, key=int)
-    col = {i: j for j, i in enumerate(items)}
-    hist, valid, test = {}, {}, {}
-    for u, i, label in rows:
-        (hist, valid, test)[label].setdefault(u, []).append(i)
+    model, data = load_recommender(args.run)
+    with torch.no_grad():
+        user_emb, item_emb = (e.numpy() for e in model())
+    items = [str(i) for i in range(data.num_items)]
+
+    def item_lists(matrix):
+        return {str(u): [items[i] for i in matrix[u].indices] for u in np.flatnonzero(np.diff(matrix.indptr))}
+
+    hist, valid, test = item_lists(data.train), item_lists(data.valid), item_lists(data.test)
     users = sorted(hist, key=int)
-    x = sp.csr_matrix((np.ones(sum(map(len, hist.values())), np.float32),
-                       ([k for k, u in enumerate(users) for _ in hist[u]], [col[i] for u in users for i in hist[u]])),
-                      shape=(len(users), len(items)))
-    x.data[:] = 1.0
+    x = data.train
     popularity = np.asarray(x.sum(0)).ravel()
-    emb = TruncatedSVD(64, random_state=0).fit(x).components_.T.astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9
     co = (x.T @ x).tocsr()
     co.setdiag(0)
     co.data = (co.data >= 2).astype(np.float32)
     co.eliminate_zeros()
-    catalog = Catalog([Product(i, category=["baby"], popularity=float(popularity[j])) for j, i in enumerate(items)])
+    catalog = Catalog([Product(i, category=["item"], popularity=float(popularity[j])) for j, i in enumerate(items)])
     table = replace(ItemTable.from_catalog(catalog), adjacency=co,
                     degree=np.log1p(np.asarray(co.sum(1)).ravel()).astype(np.float32))
-    index = create_index("exact", dim=emb.shape[1])
-    seen = np.flatnonzero(popularity > 0)  # items without train interactions have no vector: not retrievable
-    index.add(emb[seen], [items[j] for j in seen])
+    index = create_index("exact", dim=item_emb.shape[1])
+    index.add(item_emb, items)
     pers = Personalizer("attention", weight=0.5)
     per_seed = []
     for seed in args.seeds:
@@ -78,7 +70,7 @@ def main() -> None:
         assert_no_leakage(train, testq)
 
         def prepare(qs):
-            qv = np.stack([emb[[col[i] for i in q.history]].mean(0) for q in qs])
+            qv = user_emb[[int(q.user) for q in qs]]
             res = index.search(qv, DEPTH, exclude=[q.history for q in qs])
             return list(zip(res.ids, res.scores)), [rank_query(table, index, q, v, None, pers) for q, v in zip(qs, qv)]
 
@@ -87,7 +79,7 @@ def main() -> None:
         xs = training_examples(table, index, train, tr_c, tr_rq)
         rankers = {"retrieval": None, "rules": RuleScorer(), "LambdaMART": LambdaMART(seed=seed).fit(*xs),
                    "RankSVM": RankSVM(seed=seed).fit(*xs)}
-        cats = {i: ["baby"] for i in items}
+        cats = {i: ["item"] for i in items}
         targets = [q.targets for q in testq]
         out = {n: evaluate(RankingPipeline(table, r), index, targets, te_c, te_rq, cats, K) for n, r in rankers.items()}
         out["retrieval + personalize (attention)"] = evaluate(RankingPipeline(table, None, pers), index, targets,
@@ -109,7 +101,7 @@ def main() -> None:
     md = "\n".join(lines)
     print(md)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"inter": str(args.inter), "seeds": args.seeds,
+    args.out.with_suffix(".json").write_text(json.dumps({"run": str(args.run), "seeds": args.seeds,
                                                          "users": args.users, "table": agg, "per_seed": per_seed},
                                                         indent=1))
     args.out.with_suffix(".md").write_text(md + "\n")

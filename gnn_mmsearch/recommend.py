@@ -7,14 +7,15 @@ kept epoch's ``val/*``), ``history.json``, ``config.yaml``, ``run.json`` and ``m
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .data.mmrec import load_inter
-from .models import create_recommender
+from .data.mmrec import Interactions, load_inter
+from .models import Recommender, create_recommender
 from .search import RUN_INFO
 from .tracking import Tracker
 from .training.topn import TopNTrainConfig, TopNTrainer
@@ -27,8 +28,7 @@ def run_topn(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, floa
     data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
     timings["data_s"] = time.perf_counter() - t0
 
-    params = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
-    model = create_recommender(cfg.model.name, data.train, data.item_features, **params)
+    model = build_recommender(cfg, data)
     trainer = TopNTrainer(model, data, TopNTrainConfig(**cfg.train), cfg.seed, tuple(cfg.eval.ks),
                           on_epoch_end=tracker.log_epoch)
     t = time.perf_counter()
@@ -54,6 +54,27 @@ def run_topn(cfg: DictConfig, run_dir: Path, tracker: Tracker) -> dict[str, floa
           + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     print(f"run directory: {run_dir.resolve()}")
     return metrics
+
+
+def build_recommender(cfg: DictConfig, data: Interactions) -> Recommender:
+    params = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "name"}
+    return create_recommender(cfg.model.name, data.train, data.item_features, **params)
+
+
+def load_recommender(run_dir: str | Path) -> tuple[Recommender, Interactions]:
+    """The trained recommender of a finished top-N run and the interactions it was trained on."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a finished top-N run (no model.pt)")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
+    trained_on = json.loads((run_dir / RUN_INFO).read_text())["data_fingerprint"]
+    if data.fingerprint != trained_on:
+        raise ValueError(f"{cfg.data.path} changed since {run_dir} was trained (fingerprint {data.fingerprint}, "
+                         f"run {trained_on})")
+    model = build_recommender(cfg, data)
+    model.load_state_dict(torch.load(run_dir / "model.pt"))
+    return model.eval(), data
 
 
 def format_topn(metrics: dict[str, float], ks) -> str:
