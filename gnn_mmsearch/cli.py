@@ -69,7 +69,9 @@ def _run(overrides: list[str]) -> int:
 
 
 def newest_run(root: Path = Path("runs")) -> Path | None:
+    """The newest finished search run (one with an encoder; top-N recommendation runs have none)."""
     runs = [p.parent for p in root.glob(f"*/{RUN_INFO}")] + [p.parent for p in Path("multirun").glob(f"*/*/{RUN_INFO}")]
+    runs = [p for p in runs if (p / "encoder").is_dir()]
     return max(runs, key=lambda p: (p / RUN_INFO).stat().st_mtime) if runs else None
 
 

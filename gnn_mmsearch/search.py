@@ -55,6 +55,9 @@ class Searcher:
         if not info_path.exists():
             raise FileNotFoundError(f"{run_dir} is not a finished gnn-mmsearch run (no {RUN_INFO})")
         info = json.loads(info_path.read_text())
+        if "catalog_root" not in info:
+            raise FileNotFoundError(f"{run_dir} is a top-N recommendation run (MMRec data): it has no catalog or "
+                                    "index to search")
         catalog_root = Path(info["catalog_root"])
         if not (catalog_root / "catalog.json").exists():
             raise FileNotFoundError(f"the run's catalog is gone from {catalog_root}; re-run `gnn-mmsearch run`")

@@ -203,6 +203,8 @@ def test_search_filter(run_dir, capsys):
 def test_search_uses_the_newest_run_by_default(run_dir, tmp_path, monkeypatch, capsys):
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "only").symlink_to(run_dir, target_is_directory=True)
+    (tmp_path / "runs" / "newer_topn").mkdir()  # a newer top-N recommendation run has nothing to search
+    (tmp_path / "runs" / "newer_topn" / "run.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     rc, out, err = search(capsys, "--product", "P00001", "-k", "3")
     assert rc == 0, err

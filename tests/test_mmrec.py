@@ -18,6 +18,7 @@ from gnn_mmsearch.layers.graph import SymmetricLGConv, normalized_adjacency
 from gnn_mmsearch.losses import InfoNCELoss
 from gnn_mmsearch.models import create_recommender, list_recommenders
 from gnn_mmsearch.recommend import load_recommender
+from gnn_mmsearch.search import Searcher
 from gnn_mmsearch.training.topn import NegativeSampler, TopNTrainConfig, TopNTrainer
 
 SHARED = next((p for p in (Path("/work/shared/data"), Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -174,6 +175,8 @@ def test_run_writes_the_mmrec_protocol_results(env, tmp_path):
     assert "val/recall@20" in metrics and "recall" in out
     info = json.loads((run_dir / "run.json").read_text())
     assert info["num_users"] == 60 and info["load_report"]["kept"]["test"] == 120 and len(info["data_fingerprint"]) == 16
+    with pytest.raises(FileNotFoundError, match="top-N recommendation run"):
+        Searcher.from_run(run_dir)
     model, data = load_recommender(run_dir)
     reloaded = evaluate_topn(model.scorer(), data.test, data.train, (5, 10, 20, 50))
     assert {f"test/{k}": v for k, v in reloaded.items()} == {k: v for k, v in metrics.items() if k.startswith("test/")}
