@@ -16,7 +16,7 @@ from .data.catalog import Catalog
 from .index import Filter, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
 from .ranking import RankingPipeline, RankQuery
-from .ranking.modal import query_modal
+from .ranking.modal import split_query_features
 from .ranking.personalize import user_vector
 from .ranking.train import load_pipeline
 from .rerank import mmr
@@ -86,10 +86,12 @@ class Searcher:
         elif history is not None:
             query, exclude = self.user_vector(history, decay)
         else:
-            query, exclude = self.encoder.encode_query(text=text, image=image).numpy(), []
+            raw = self.encoder.query_features(text, image)
+            query, exclude = self.encoder.embed_queries(raw).detach().numpy(), []
         if self.ranking is not None:
+            modal = split_query_features(raw, self.ranking.table.modal)[0] if text or image else {}
             return self._staged(query, exclude, k, filter,
-                                self._rank_query(query[0], product, history, user, text, image), mmr_lambda)
+                                self._rank_query(query[0], product, history, user, modal), mmr_lambda)
         return self._rank(query, [exclude], k, filter, mmr_lambda)[0]
 
     def user_history(self, user: str) -> list[str]:
@@ -98,10 +100,10 @@ class Searcher:
                                        key=lambda i: i.timestamp)]
 
     def _rank_query(self, query: np.ndarray, product: str | None, history: Sequence[str] | None,
-                    user: str | None, text: str | None = None, image: str | Path | None = None) -> RankQuery:
+                    user: str | None, modal: dict[str, np.ndarray]) -> RankQuery:
         """Graph anchors (the query product, the history or the user's items), the user vector (cold: ``None``) and
-        a text / image query's raw features (product and history queries have none: their similarities default).
-        The raw features cost a second extractor pass: ``encode_query`` does not hand back the ones it computed."""
+        a text / image query's raw features ``modal`` (product and history queries have none: their similarities
+        default)."""
         items = ([product] if product is not None else
                  [h for h in ([history] if isinstance(history, str) else history or []) if h in self.index])
         if user is not None:
@@ -111,8 +113,6 @@ class Searcher:
         anchors = self.ranking.table.rows(items)
         personal = history is not None or user is not None
         vec = self.ranking.users.user(self.index.vectors(items), query) if personal and items else None
-        modal = {} if text is None and image is None else query_modal(self.encoder, self.ranking.table.modal,
-                                                                      text, image)[0]
         return RankQuery(anchors=anchors, user=vec, modal=modal)
 
     def _staged(self, query: np.ndarray, exclude: list[str], k: int, filter: Filter | None, rq: RankQuery,
@@ -130,10 +130,11 @@ class Searcher:
         """Top-``k`` products for each text query: one encoder forward pass and one index search for the batch."""
         if not texts:
             return []
-        query = self.encoder.encode_query(text=list(texts)).numpy()
+        raw = self.encoder.query_features(text=list(texts))
+        query = self.encoder.embed_queries(raw).detach().numpy()
         if self.ranking is not None:
-            raw = query_modal(self.encoder, self.ranking.table.modal, list(texts))
-            return [self._staged(q[None], [], k, filter, RankQuery(modal=m), mmr_lambda) for q, m in zip(query, raw)]
+            modal = split_query_features(raw, self.ranking.table.modal)
+            return [self._staged(q[None], [], k, filter, RankQuery(modal=m), mmr_lambda) for q, m in zip(query, modal)]
         return self._rank(query, None, k, filter, mmr_lambda)
 
     def user_vector(self, history: Sequence[str], decay: float | None = None) -> tuple[np.ndarray, list[str]]:

@@ -127,6 +127,12 @@ class MultimodalGraphEncoder(nn.Module):
     def encode_query(self, text: str | Sequence[str] | None = None,
                      image: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
         """Embed text and/or image queries (image = file path) into the product space: ``[Q, out_dim]``."""
+        return self.embed_queries(self.query_features(text, image))
+
+    def query_features(self, text: str | Sequence[str] | None = None,
+                       image: str | Path | Sequence[str | Path] | None = None) -> dict[str, torch.Tensor]:
+        """The queries' raw pretrained features, ``{"text": [Q, 384], "image": [Q, 1280]}`` for what is given; bad
+        input (an empty text, an unreadable image, mismatched counts) raises ``ValueError``."""
         texts = [text] if isinstance(text, str) else list(text) if text is not None else None
         images = [image] if isinstance(image, (str, Path)) else list(image) if image is not None else None
         if texts is not None and any(not t or not t.strip() for t in texts):
@@ -135,19 +141,23 @@ class MultimodalGraphEncoder(nn.Module):
             raise ValueError("empty query: give text and/or an image")
         if texts and images and len(texts) != len(images):
             raise ValueError(f"{len(texts)} text queries but {len(images)} image queries")
-        was_training = self.training
-        self.eval()
-        text_feat = image_feat = None
+        features = {}
         if texts:
             vecs, _ = self.feature_extractor("text").encode(texts, progress=False)
-            text_feat = torch.as_tensor(vecs)
+            features["text"] = torch.as_tensor(vecs)
         if images:
             vecs, ok = self.feature_extractor("image").encode([Path(p) for p in images], progress=False)
             if not ok.all():
                 bad = [str(p) for p, good in zip(images, ok) if not good]
                 raise ValueError(f"cannot read query image(s): {', '.join(bad)}")
-            image_feat = torch.as_tensor(vecs)
-        out = self.embed_query_features(text=text_feat, image=image_feat)
+            features["image"] = torch.as_tensor(vecs)
+        return features
+
+    def embed_queries(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`embed_query_features` in eval mode, for features from :meth:`query_features`."""
+        was_training = self.training
+        self.eval()
+        out = self.embed_query_features(**features)
         self.train(was_training)
         return out
 

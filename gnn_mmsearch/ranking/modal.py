@@ -72,3 +72,11 @@ def query_modal(encoder, modalities: Mapping, text: str | Sequence[str] | None =
         for q in np.flatnonzero(ok):
             out[q][name] = rows[q]
     return out
+
+
+def split_query_features(features: Mapping, modalities: Mapping) -> list[dict[str, np.ndarray]]:
+    """Per-query raw features from the ``[Q, d]`` tensors of ``encoder.query_features`` (already computed for the
+    query embedding, so serving needs no second extractor pass), for the modalities in ``modalities`` only."""
+    kept = {name: np.asarray(rows) for name, rows in features.items() if name in modalities}
+    count = max((len(rows) for rows in features.values()), default=0)
+    return [{name: rows[q] for name, rows in kept.items()} for q in range(count)]
