@@ -90,7 +90,7 @@ def test_history_on_the_command_line(run_dir, searcher, capsys, caplog):
 # ------------------------------------------------------------------------------------------------ batches
 def test_batch_equals_single_queries_in_one_pass(searcher, monkeypatch):
     calls = {"encode": 0, "search": 0}
-    encode, search = searcher.encoder.encode_query, searcher.index.search
+    encode, search = searcher.encoder.query_features, searcher.index.search  # one extractor pass per batch
 
     def count(name, fn):
         def wrapped(*args, **kwargs):
@@ -98,7 +98,7 @@ def test_batch_equals_single_queries_in_one_pass(searcher, monkeypatch):
             return fn(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(searcher.encoder, "encode_query", count("encode", encode))
+    monkeypatch.setattr(searcher.encoder, "query_features", count("encode", encode))
     monkeypatch.setattr(searcher.index, "search", count("search", search))
     for mmr_lambda in (None, 0.5):
         calls.update(encode=0, search=0)
