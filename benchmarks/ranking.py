@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 from gnn_mmsearch.ranking import FEATURES, ItemTable, LambdaMART, Personalizer, RankingPipeline, RankSVM, RuleScorer
 from gnn_mmsearch.ranking.dataset import assert_no_leakage, candidate_lists, rank_query, split_users, training_examples
 from gnn_mmsearch.ranking.evaluate import evaluate
-from gnn_mmsearch.ranking.modal import load_modal, query_modal
+from gnn_mmsearch.ranking.modal import load_modal, split_query_features
 from gnn_mmsearch.ranking.train import user_query_texts
 from gnn_mmsearch.search import Searcher
 
@@ -45,7 +45,9 @@ def load(run_dir: Path, seed: int):
     if not table.modal:
         raise SystemExit(f"{run_dir} keeps no raw features for ranking: train it with rerank=lambdamart")
     queries, texts = map(list, zip(*user_query_texts(catalog, seed)))
-    return searcher, table, queries, enc.encode_query(text=texts).numpy(), query_modal(enc, table.modal, texts)
+    features = enc.query_features(text=texts)
+    return (searcher, table, queries, enc.embed_queries(features).detach().numpy(),
+            split_query_features(features, table.modal))
 
 
 def served_ranker(run_dir: Path, searcher, seed: int):

@@ -19,7 +19,7 @@ from gnn_mmsearch.ranking.dataset import (UserQuery, assert_no_leakage, candidat
                                           training_examples, user_queries)
 from gnn_mmsearch.ranking import train as ranking_train
 from gnn_mmsearch.ranking.evaluate import ndcg_at_k, recall_at_k
-from gnn_mmsearch.ranking.modal import MODAL_DIR, load_modal, product_modal, query_modal, save_modal
+from gnn_mmsearch.ranking.modal import MODAL_DIR, load_modal, product_modal, save_modal, split_query_features
 from gnn_mmsearch.features import ProductFeatures
 from gnn_mmsearch.search import Searcher
 
@@ -336,12 +336,15 @@ def test_served_ranker_scores_like_in_training(ranked_run):
         assert np.abs(searcher.ranking.scorer.score(fused_only) - trained).max() > 1e-3  # the raw features count
 
 
-def test_query_modal_uses_the_models_extractors(ranked_run):
+def test_query_features_are_split_per_query_for_the_stored_modalities(ranked_run):
     run_dir, *_ = ranked_run
     searcher = Searcher.from_run(run_dir)
     text_only = {"text": searcher.ranking.table.modal["text"]}
-    raw = query_modal(searcher.encoder, text_only, text=["wireless mouse", " "], image=["a.jpg", "b.jpg"])
-    assert [set(r) for r in raw] == [{"text"}, set()]  # no text in the second; no image features asked for
+    features = searcher.encoder.query_features(text=["wireless mouse", "espresso machine"])
+    raw = split_query_features(features, text_only)
+    assert [set(r) for r in raw] == [{"text"}, {"text"}]
     expected, _ = searcher.encoder.feature_extractor("text").encode(["wireless mouse"], progress=False)
     np.testing.assert_allclose(raw[0]["text"], expected[0], atol=1e-6)
-    assert query_modal(searcher.encoder, searcher.ranking.table.modal, image="no-such.jpg") == [{}]
+    assert split_query_features(features, {"image": searcher.ranking.table.modal.get("image")}) == [{}, {}]
+    with pytest.raises(ValueError, match="cannot read query image"):
+        searcher.encoder.query_features(image="no-such.jpg")

@@ -3,7 +3,8 @@
 A run keeps the products' raw features in ``<run>/ranking_features/``: per modality ``<name>.npy`` (float16 unit
 rows, catalog order, zeros where missing) and ``<name>_ok.npy`` (bool mask). A modality no product has is not
 stored; it then reads as missing for every product, exactly as an all-False mask would. Queries get theirs from
-the encoder's own feature extractors, so a served query is described like a training query.
+the encoder's own feature extractors (``encoder.query_features``, the pass that also embeds them), so a served
+query is described like a training query.
 """
 from __future__ import annotations
 
@@ -55,22 +56,6 @@ def load_modal(run_dir: str | Path, num_products: int) -> Modal:
                 raise ValueError(f"{directory}: {name} features for {len(rows)} products, the catalog has "
                                  f"{num_products}; re-run `gnn-mmsearch run`")
             out[name] = (rows, ok)
-    return out
-
-
-def query_modal(encoder, modalities: Mapping, text: str | Sequence[str] | None = None,
-                image: str | Path | Sequence[str | Path] | None = None) -> list[dict[str, np.ndarray]]:
-    """Each query's raw features (text and/or image file path; lists: one query per item), from ``encoder``'s
-    feature extractors, for the modalities in ``modalities`` only (the ones the products have)."""
-    given = {"text": [text] if isinstance(text, str) else text,
-             "image": [image] if isinstance(image, (str, Path)) else image}
-    wanted = {name: list(values) for name, values in given.items() if values is not None and name in modalities}
-    count = max((len(v) for v in given.values() if v is not None), default=0)
-    out = [{} for _ in range(count)]
-    for name, values in wanted.items():
-        rows, ok = encoder.feature_extractor(name).encode(values, progress=False)
-        for q in np.flatnonzero(ok):
-            out[q][name] = rows[q]
     return out
 
 

@@ -24,7 +24,7 @@ from .dataset import (UserQuery, assert_no_leakage, candidate_lists, rank_query,
 from .evaluate import evaluate
 from .features import ItemTable
 from .ltr import create_ranker, load_ranker
-from .modal import Modal, load_modal, product_modal, query_modal, save_modal
+from .modal import Modal, load_modal, product_modal, save_modal, split_query_features
 from .personalize import Personalizer
 from .pipeline import RankingPipeline
 from .rules import RuleScorer
@@ -82,14 +82,15 @@ def fit_ranking(rerank: DictConfig, model, index: VectorIndex, catalog: Catalog,
         log.warning("ranking: only %d user queries, stage skipped", len(pairs))
         return {}
     queries, texts = [q for q, _ in pairs], [t for _, t in pairs]
-    vectors = model.encode_query(text=texts).numpy()
+    query_features = model.query_features(text=texts)  # one extractor pass: the embedding and the raw features
+    vectors = model.embed_queries(query_features).detach().numpy()
     row = {q.user: i for i, q in enumerate(queries)}
     train, test = split_users(queries, float(rerank.get("test_users", 0.3)), seed)
     assert_no_leakage(train, test)
     depth = int(rerank.candidates)
     pipe = build_pipeline(rerank, catalog, modal=load_modal(run_dir, len(catalog)))  # the table load_pipeline serves
     pers = pipe.users
-    raw = query_modal(model, pipe.table.modal, text=texts)
+    raw = split_query_features(query_features, pipe.table.modal)
     if rerank.get("ranker") not in (None, "rules"):
         qv = vectors[[row[q.user] for q in train]]
         cands = candidate_lists(index, train, qv, depth)
