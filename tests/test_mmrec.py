@@ -160,6 +160,7 @@ def test_mmgraph_fuses_item_features_when_present(tmp_path):
     feats = {"image": np.random.default_rng(0).normal(size=(data.num_items, 5)).astype(np.float32)}
     model = create_recommender("mmgraph", data.train, feats, layers=1)
     assert model.modalities == ["image"] and model.item_inputs().shape == (data.num_items, 64)
+    assert not any("features" in key for key in model.state_dict())  # the data, not the model, holds features
     assert "mmgraph" in list_recommenders() and "lightgcn" in list_recommenders()
     with pytest.raises(ValueError, match="unknown recommender"):
         create_recommender("nope", data.train)

@@ -32,8 +32,8 @@ class MultimodalGraphRecommender(Recommender):
         self.modalities = sorted(features)
         for m in self.modalities:
             feats = torch.from_numpy(features[m]).float()
-            self.register_buffer(f"{m}_features", feats)
-            self.register_buffer(f"{m}_mask", feats.abs().sum(1) > 0)
+            self.register_buffer(f"{m}_features", feats, persistent=False)  # reloaded with the data, not saved
+            self.register_buffer(f"{m}_mask", feats.abs().sum(1) > 0, persistent=False)
         self.projections = nn.ModuleDict({m: nn.Linear(features[m].shape[1], embedding_dim)
                                           for m in self.modalities})
         self.fusion = create_fusion(fusion, 1 + len(self.modalities), embedding_dim) if self.modalities else None
