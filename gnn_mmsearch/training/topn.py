@@ -7,7 +7,6 @@ epochs the model ranks all items for the validation users (training items exclud
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from ..data.mmrec import Interactions
 from ..evaluation.topn import evaluate_topn
 from ..models._recommender import Recommender
+from ._early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class TopNTrainer:
     def fit(self) -> list[dict]:
         cfg = self.config
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-        best, best_state, stale = float("-inf"), None, 0
+        stopper, stop = EarlyStopping(self.model, cfg.patience), False
         bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {self.model.name}", unit="epoch", disable=None)
         for epoch in bar:
             t = time.perf_counter()
@@ -83,21 +83,17 @@ class TopNTrainer:
             if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
                 row.update({f"val/{k}": v for k, v in self.evaluate("valid").items()})
                 score = row[f"val/{cfg.monitor}"]
-                if score > best:
-                    best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
-                else:
-                    stale += 1
-                bar.set_postfix(loss=f"{loss:.4f}", **{cfg.monitor: f"{score:.4f}", "best": f"{best:.4f}"})
+                stop = stopper.step(score)
+                bar.set_postfix(loss=f"{loss:.4f}", **{cfg.monitor: f"{score:.4f}", "best": f"{stopper.best:.4f}"})
                 log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f), %.1f s", epoch, loss, cfg.monitor, score,
-                         best, row["train/epoch_s"])
+                         stopper.best, row["train/epoch_s"])
             self.history.append(row)
             if self.on_epoch_end:
                 self.on_epoch_end(row)
-            if stale >= cfg.patience:
-                log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, best)
+            if stop:
+                log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
                 break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+        stopper.restore()
         self.model.eval()
         return self.history
 

@@ -1,7 +1,6 @@
 """Training loop: InfoNCE on co-purchase links + query-to-product alignment, early stopping on validation."""
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -14,6 +13,7 @@ from ..evaluation.retrieval import evaluate_copurchase
 from ..features import ProductFeatures
 from ..losses import InfoNCELoss
 from ..models.encoder import MultimodalGraphEncoder
+from ._early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Trainer:
         cfg, split = self.config, self.split
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         train_graph = split.message_passing("train")
-        best, best_state, stale = float("-inf"), None, 0
+        stopper = EarlyStopping(self.model, cfg.patience)
         bar = tqdm(range(1, cfg.max_epochs + 1), desc="train", unit="epoch", leave=False, disable=None)
         for epoch in bar:
             self.model.train()
@@ -84,15 +84,10 @@ class Trainer:
                 self.on_epoch_end(row)
             score = row[f"val/{cfg.monitor}"]
             bar.set_postfix(loss=f"{row['train/loss']:.3f}", **{cfg.monitor: f"{score:.4f}"})
-            if score > best:
-                best, best_state, stale = score, copy.deepcopy(self.model.state_dict()), 0
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, best)
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+            if stopper.step(score):
+                log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
+                break
+        stopper.restore()
         self.model.eval()
         return self.history
 
