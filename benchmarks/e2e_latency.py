@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from gnn_mmsearch.data import Catalog, split_products
 from gnn_mmsearch.evaluation import title_queries
 from gnn_mmsearch.index import create_index
-from gnn_mmsearch.rerank import mmr
+from gnn_mmsearch.ranking import ItemTable, RankingPipeline
+from gnn_mmsearch.run_dir import RunDir
 from gnn_mmsearch.search import Searcher, index_attributes
 
 log = logging.getLogger("benchmarks.e2e_latency")
@@ -56,7 +56,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    cfg = OmegaConf.load(args.run / "config.yaml")
+    cfg = RunDir(args.run).config()
     base = Searcher.from_run(args.run)
     catalog, vectors = synthetic_catalog(base, args.num_products, args.noise, args.seed)
     start = time.perf_counter()
@@ -66,9 +66,11 @@ def measure(args: argparse.Namespace) -> dict:
     build_s = time.perf_counter() - start
     exact = create_index("exact", dim=vectors.shape[1])
     exact.add(vectors, catalog.ids)
-    searcher = Searcher(base.encoder, index, catalog, mmr_lambda=args.mmr_lambda, candidates=args.candidates)
+    table = ItemTable.from_catalog(catalog, base.encoder.config.graph_edge_types)
+    pipeline = RankingPipeline(table, mmr_lambda=args.mmr_lambda, candidates=args.candidates)
+    searcher = Searcher(base.encoder, index, catalog, pipeline)
 
-    holdout = split_products(len(base.catalog), cfg.data.split.query_holdout_ratio, cfg.seed)
+    holdout = split_products(len(base.catalog), cfg.split.query_holdout_ratio, cfg.seed)
     pool, _ = title_queries(base.catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
     queries = [pool[i % len(pool)] for i in range(args.warmup + args.queries)]
     for q in queries[:args.warmup]:
@@ -82,8 +84,7 @@ def measure(args: argparse.Namespace) -> dict:
         t1 = time.perf_counter()
         vec = base.encoder.encode_query(text=q).numpy()
         t2 = time.perf_counter()
-        found = index.search(vec, args.candidates)
-        mmr(found.scores[0], index.vectors(found.ids[0]), args.k, args.mmr_lambda)
+        searcher.serve(vec, [pipeline.query(vec[0], index.vectors)], args.k)
         t3 = time.perf_counter()
         total.append(t1 - t0)
         encode.append(t2 - t1)

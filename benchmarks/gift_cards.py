@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
 
 from gnn_mmsearch.data import Catalog, split_products
 from gnn_mmsearch.report import Group, find_jobs, group_jobs, to_markdown
+from gnn_mmsearch.run_dir import RunDir
 
 ROWS = {"text_only": "text only", "image_only": "image only", "concat": "concat", "attention": "attention"}
 METRICS = ("copurchase/recall@10", "copurchase/ndcg@10", "copurchase/recall@20", "copurchase/ndcg@20",
@@ -45,7 +45,7 @@ def load_rows(sweep: Path) -> list[Group]:
     """One group per (model, layers), in table order, labelled ``<model>, <layers> layers``; ``total_s`` added."""
     jobs = find_jobs([sweep])
     for job in jobs:
-        job.metrics["total_s"] = json.loads((job.path / "run.json").read_text())["timings_s"]["total_s"]
+        job.metrics["total_s"] = RunDir(job.path).info()["timings_s"]["total_s"]
     groups = group_jobs(jobs)
     for g in groups:
         g.label = f"{ROWS[g.setting('model')]}, {g.setting('model.gnn.layers')} layers"
@@ -54,9 +54,10 @@ def load_rows(sweep: Path) -> list[Group]:
 
 def crossmodal_queries(job_path: Path) -> int:
     """How many title -> image queries a job had: held-out products with an image and a title."""
-    cfg = OmegaConf.load(job_path / "config.yaml")
-    catalog = Catalog.load(json.loads((job_path / "run.json").read_text())["catalog_root"])
-    held_out = split_products(len(catalog), cfg.data.split.query_holdout_ratio, cfg.seed)
+    run = RunDir(job_path)
+    cfg = run.config()
+    catalog = Catalog.load(run.info()["catalog_root"])
+    held_out = split_products(len(catalog), cfg.split.query_holdout_ratio, cfg.seed)
     return sum(1 for i in held_out.nonzero().flatten().tolist()
                if catalog.products[i].image_path and (catalog.products[i].title or "").strip())
 

@@ -2,7 +2,8 @@
 
 The queries are the run's ``text_query/*`` queries (titles of the products held out of query-alignment training, brand
 and some words dropped; one relevant product each). For each lambda in 0, 0.1, ..., 1 the served index's top
-``--candidates`` are re-ranked by MMR (lambda = 1: relevance order, i.e. no re-ranking) and the top ``--k`` scored:
+``--candidates`` are re-ranked by the served pipeline's MMR stage (on min-max normalised scores; lambda = 1:
+relevance order, i.e. no re-ranking) and the top ``--k`` it serves scored:
 recall@k and NDCG@k, intra-list diversity ILD@k (mean pairwise ``1 - cosine`` of the index vectors) and category
 coverage@k (distinct leaf categories in the top k, divided by k); see ``gnn_mmsearch/evaluation/served.py``.
 Writes a JSON file and a PNG plot and prints a table.
@@ -22,10 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 from gnn_mmsearch.data import split_products  # noqa: E402
-from gnn_mmsearch.evaluation import served_metrics, title_queries  # noqa: E402
+from gnn_mmsearch.evaluation import list_metrics, title_queries  # noqa: E402
+from gnn_mmsearch.ranking import RankingPipeline  # noqa: E402
+from gnn_mmsearch.run_dir import RunDir  # noqa: E402
 from gnn_mmsearch.search import Searcher  # noqa: E402
 
 log = logging.getLogger("benchmarks.mmr_curve")
@@ -34,20 +36,25 @@ LAMBDAS = [round(0.1 * i, 1) for i in range(11)]
 
 def curve(run_dir: Path, k: int, candidates: int) -> list[dict]:
     """One row per lambda: ``{"lambda": ..., "recall@k": ..., "ndcg@k": ..., "ild@k": ..., "coverage@k": ...}``."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    searcher = Searcher.from_run(run_dir)
-    catalog = searcher.catalog
-    holdout = split_products(len(catalog), cfg.data.split.query_holdout_ratio, cfg.seed)
+    cfg = RunDir(run_dir).config()
+    base = Searcher.from_run(run_dir)
+    catalog = base.catalog
+    holdout = split_products(len(catalog), cfg.split.query_holdout_ratio, cfg.seed)
     queries, targets = title_queries(catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
     if not queries:
         raise SystemExit(f"{run_dir}: the run has no held-out title queries")
     log.info("%d queries, MMR over the top %d, k=%d", len(queries), candidates, k)
-    emb = searcher.encoder.encode_query(text=queries).numpy()
+    emb = base.encoder.encode_query(text=queries).numpy()
     categories = {p.id: p.category for p in catalog.products}
-    results = served_metrics(searcher.index, emb, [catalog.ids[t] for t in targets], categories, k, LAMBDAS,
-                             candidates)
-    return [{"lambda": lam, **{m: res[f"{m}@{k}"] for m in ("recall", "ndcg", "ild", "coverage")}}
-            for lam, res in zip(LAMBDAS, results)]
+    relevant = [{catalog.ids[t]} for t in targets]
+    rows = []
+    for lam in LAMBDAS:
+        searcher = Searcher(base.encoder, base.index, catalog,
+                            RankingPipeline(base.pipeline.table, mmr_lambda=lam, candidates=candidates))
+        lists = [r.ids for r in searcher.serve(emb, [searcher.pipeline.query(v, base.index.vectors) for v in emb], k)]
+        res = list_metrics(lists, relevant, base.index, categories, k)
+        rows.append({"lambda": lam, **{m: res[f"{m}@{k}"] for m in ("recall", "ndcg", "ild", "coverage")}})
+    return rows
 
 
 def format_table(rows: list[dict], k: int) -> str:
@@ -92,7 +99,7 @@ def main() -> None:
 
     rows = curve(args.run, args.k, args.candidates)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    info = json.loads((args.run / "run.json").read_text())
+    info = RunDir(args.run).info()
     meta = {"run": str(args.run), "catalog": info["catalog"], "num_products": info["num_products"],
             "seed": info["seed"], "k": args.k, "candidates": args.candidates}
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gnn_mmsearch.run_dir import RunDir
+
 MODELS = {"bpr": "BPR-MF", "lightgcn": "LightGCN", "mmgraph": "mmgraph (ours)"}
 DATASETS = ("baby", "sports")
 PUBLISHED = {("bpr", "baby"): (0.0575, 0.0249), ("bpr", "sports"): (0.0653, 0.0298),   # test Recall@20, NDCG@20
@@ -26,8 +28,8 @@ def run_row(experiment: str, run_dir: Path) -> None:
 
 
 def row(model: str, data: str, run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    info = json.loads((run_dir / "run.json").read_text())
+    run = RunDir(run_dir).require("recommend")
+    metrics, info = run.metrics(), run.info()
     out = {"model": model, "data": data, "run": str(run_dir), "metrics": metrics, "best_epoch": info["best_epoch"],
            "epochs": info["epochs"], "train_s": info["timings_s"]["train_s"], "total_s": info["timings_s"]["total_s"]}
     if (model, data) in PUBLISHED:
@@ -59,7 +61,7 @@ def main() -> None:
     for data in DATASETS:
         for model in MODELS:
             run_dir = args.runs_dir / f"mmrec_{model}_{data}"
-            if not (run_dir / "metrics.json").exists():
+            if not RunDir(run_dir).finished:
                 if args.no_run:
                     print(f"skipped (not run): {run_dir}")
                     continue

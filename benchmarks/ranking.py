@@ -1,6 +1,6 @@
 """Ranking stages on user queries: retrieval alone vs + rules vs + LambdaMART vs + RankSVM vs + personalization.
 
-User queries (``gnn_mmsearch/ranking/dataset.py``): each user's last 3 interactions are held out; the query is the
+User queries (``gnn_mmsearch/training/_user_queries.py``): each user's last 3 interactions are held out; the query is the
 title-derived query (brand and some words dropped) of the newest held-out item the user had not bought before, the
 relevant items are all such held-out items, the history is everything earlier. Candidates: the index's top 200 for
 the query (history excluded). Users are split 70/30 into train and test users per seed (the learned rankers see
@@ -9,10 +9,11 @@ rows add the user vector (attention over the history) and the history's co-purch
 "personalize" re-scores with ``minmax(score) + 0.5 * cos(user, item)``. The last rows add MMR (lambda 0.7).
 Raw text/image features are the run's saved ones (``<run>/ranking_features``), query texts the run's (drawn with
 the seed), so "served ranker" rows -- the ranker the run trained and serves, on the run's own test users -- are
-what ``gnn-mmsearch search`` answers with (runs trained with ``rerank=lambdamart`` and the same seed).
+what ``gnn-mmsearch search`` answers with (runs trained with ``ranking=lambdamart`` and the same seed). Every row
+scores the lists ``Searcher.serve`` returns with that row's pipeline.
 Also times ranking 200 candidates for one query (features + LightGBM + MMR) on one thread.
 
-    python benchmarks/ranking.py --run runs/s0 runs/s1 runs/s2 --seeds 0 1 2   # rerank=lambdamart seed=0, 1, 2
+    python benchmarks/ranking.py --run runs/s0 runs/s1 runs/s2 --seeds 0 1 2   # ranking=lambdamart seed=0, 1, 2
 """
 from __future__ import annotations
 
@@ -24,14 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
-from gnn_mmsearch.ranking import FEATURES, ItemTable, LambdaMART, Personalizer, RankingPipeline, RankSVM, RuleScorer
-from gnn_mmsearch.ranking.dataset import assert_no_leakage, candidate_lists, rank_query, split_users, training_examples
-from gnn_mmsearch.ranking.evaluate import evaluate
+from gnn_mmsearch.evaluation import list_metrics
+from gnn_mmsearch.ranking import FEATURES, ItemTable, Personalizer, RankingPipeline
+from gnn_mmsearch.ranking.ltr import LambdaMART, RankSVM
 from gnn_mmsearch.ranking.modal import load_modal, split_query_features
-from gnn_mmsearch.ranking.train import user_query_texts
+from gnn_mmsearch.ranking.rules import RuleScorer
+from gnn_mmsearch.run_dir import RunDir
 from gnn_mmsearch.search import Searcher
+from gnn_mmsearch.training._user_queries import assert_no_leakage, split_users, training_examples
+from gnn_mmsearch.training.ranker import user_query_texts
 
 DEPTH, K, MMR_LAMBDA = 200, 10, 0.7
 
@@ -41,9 +44,11 @@ def load(run_dir: Path, seed: int):
     ``seed`` (as the run draws them), their vectors and raw query features."""
     searcher = Searcher.from_run(run_dir)
     enc, catalog = searcher.encoder.eval(), searcher.catalog
-    table = ItemTable.from_catalog(catalog, load_modal(run_dir, len(catalog)))
+    run = RunDir(run_dir)
+    table = ItemTable.from_catalog(catalog, enc.config.graph_edge_types,
+                                   load_modal(run / run.RANKING_FEATURES, len(catalog)))
     if not table.modal:
-        raise SystemExit(f"{run_dir} keeps no raw features for ranking: train it with rerank=lambdamart")
+        raise SystemExit(f"{run_dir} keeps no raw features for ranking: train it with ranking=lambdamart")
     queries, texts = map(list, zip(*user_query_texts(catalog, seed)))
     features = enc.query_features(text=texts)
     return (searcher, table, queries, enc.embed_queries(features).detach().numpy(),
@@ -52,10 +57,10 @@ def load(run_dir: Path, seed: int):
 
 def served_ranker(run_dir: Path, searcher, seed: int):
     """The run's own learned ranker when its test users are this seed's (same seed and split), else ``None``."""
-    info = OmegaConf.load(run_dir / "config.yaml")
-    same_split = info.seed == seed and float(info.rerank.get("test_users", 0.3)) == 0.3
-    learned = searcher.ranking is not None and isinstance(searcher.ranking.scorer, (LambdaMART, RankSVM))
-    return searcher.ranking.scorer if same_split and learned else None
+    cfg = RunDir(run_dir).config()
+    same_split = cfg.seed == seed and float(cfg.ranking.test_users) == 0.3
+    learned = isinstance(searcher.pipeline.scorer, (LambdaMART, RankSVM))
+    return searcher.pipeline.scorer if same_split and learned else None
 
 
 def one_seed(searcher, table, queries, vectors, raw, seed: int, timing: bool, served=None) -> tuple[dict, dict]:
@@ -69,11 +74,20 @@ def one_seed(searcher, table, queries, vectors, raw, seed: int, timing: bool, se
 
     def prepare(qs, pers):
         rows = [pos[q.user] for q in qs]
-        cands = candidate_lists(index, qs, vectors[rows], DEPTH)
-        return cands, [rank_query(table, index, q, vectors[r], raw[r], pers) for q, r in zip(qs, rows)]
+        found = index.search(vectors[rows], DEPTH, exclude=[q.history for q in qs])
+        builder = RankingPipeline(table, users=pers)
+        return list(zip(found.ids, found.scores)), [
+            builder.query(vectors[r], index.vectors, q.history if pers else (), pers is not None, raw[r])
+            for q, r in zip(qs, rows)]
 
-    def score(pipe, cands, rqs):
-        return evaluate(pipe, index, targets, cands, rqs, categories, K)
+    test_vectors = vectors[[pos[q.user] for q in test]]
+
+    def score(pipe, rqs):
+        """The lists ``Searcher.serve`` returns with ``pipe``."""
+        pipe.candidates = DEPTH
+        served = Searcher(searcher.encoder, index, catalog, pipe)
+        lists = [r.ids for r in served.serve(test_vectors, rqs, K, exclude=[q.history for q in test])]
+        return list_metrics(lists, targets, index, categories, K)
 
     out, info = {}, {"train_queries": len(train), "test_queries": len(test)}
     for pers, suffix in ((None, ""), (Personalizer("attention", weight=0.5), " + user")):
@@ -83,21 +97,21 @@ def one_seed(searcher, table, queries, vectors, raw, seed: int, timing: bool, se
         lm_fused = LambdaMART(seed=seed).fit(*training_examples(fused_only, index, train, tr_c, tr_rq))
         svm = RankSVM(seed=seed).fit(*training_examples(table, index, train, tr_c, tr_rq))
         if pers is None:
-            out["retrieval"] = score(RankingPipeline(table), te_c, te_rq)
-            out[f"retrieval + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, mmr_lambda=MMR_LAMBDA), te_c, te_rq)
+            out["retrieval"] = score(RankingPipeline(table), te_rq)
+            out[f"retrieval + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, mmr_lambda=MMR_LAMBDA), te_rq)
         else:
             for method in ("mean", "recency", "attention"):
                 p = Personalizer(method, weight=0.5)
-                rqs = [rank_query(table, index, q, vectors[pos[q.user]], raw[pos[q.user]], p) for q in test]
-                out[f"retrieval + personalize ({method})"] = score(RankingPipeline(table, None, p), te_c, rqs)
-        out["rules" + suffix] = score(RankingPipeline(table, RuleScorer()), te_c, te_rq)
-        out["LambdaMART" + suffix] = score(RankingPipeline(table, lm), te_c, te_rq)
-        out["RankSVM" + suffix] = score(RankingPipeline(table, svm), te_c, te_rq)
-        out[f"LambdaMART{suffix}, fused score only"] = score(RankingPipeline(fused_only, lm_fused), te_c, te_rq)
-        out[f"LambdaMART{suffix} + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, lm, mmr_lambda=MMR_LAMBDA),
-                                                           te_c, te_rq)
+                rqs = [RankingPipeline(table, users=p).query(vectors[pos[q.user]], index.vectors, q.history, True,
+                                                             raw[pos[q.user]]) for q in test]
+                out[f"retrieval + personalize ({method})"] = score(RankingPipeline(table, None, p), rqs)
+        out["rules" + suffix] = score(RankingPipeline(table, RuleScorer()), te_rq)
+        out["LambdaMART" + suffix] = score(RankingPipeline(table, lm), te_rq)
+        out["RankSVM" + suffix] = score(RankingPipeline(table, svm), te_rq)
+        out[f"LambdaMART{suffix}, fused score only"] = score(RankingPipeline(fused_only, lm_fused), te_rq)
+        out[f"LambdaMART{suffix} + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, lm, mmr_lambda=MMR_LAMBDA), te_rq)
         if served is not None:
-            out["served ranker" + suffix] = score(RankingPipeline(table, served), te_c, te_rq)
+            out["served ranker" + suffix] = score(RankingPipeline(table, served), te_rq)
         info[f"gain{suffix or ' cold'}"] = dict(zip(FEATURES, lm.booster.feature_importance("gain").round(1).tolist()))
     if timing:
         info.update(latency(table, index, te_c, te_rq, lm))

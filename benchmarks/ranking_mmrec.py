@@ -21,18 +21,21 @@ import numpy as np
 import torch
 
 from gnn_mmsearch.data.catalog import Catalog, Product
+from gnn_mmsearch.evaluation import list_metrics
 from gnn_mmsearch.index import create_index
-from gnn_mmsearch.ranking import ItemTable, LambdaMART, Personalizer, RankingPipeline, RankSVM, RuleScorer
-from gnn_mmsearch.ranking.dataset import UserQuery, assert_no_leakage, rank_query, training_examples
-from gnn_mmsearch.ranking.evaluate import evaluate
-from gnn_mmsearch.recommend import load_recommender
+from gnn_mmsearch.jobs.recommend import load_recommender
+from gnn_mmsearch.ranking import ItemTable, Personalizer, RankingPipeline
+from gnn_mmsearch.ranking.ltr import LambdaMART, RankSVM
+from gnn_mmsearch.ranking.rules import RuleScorer
+from gnn_mmsearch.search import Searcher
+from gnn_mmsearch.training._user_queries import UserQuery, assert_no_leakage, training_examples
 
 DEPTH, K, MMR_LAMBDA = 200, 10, 0.7
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished top-N run (model=mmgraph)")
+    parser.add_argument("--run", type=Path, required=True, help="a finished top-N run (recommender=mmgraph)")
     parser.add_argument("--users", type=int, default=2000, help="train users and test users drawn (each)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ranking_mmrec"))
@@ -54,7 +57,7 @@ def main() -> None:
     co.data = (co.data >= 2).astype(np.float32)
     co.eliminate_zeros()
     catalog = Catalog([Product(i, category=["item"], popularity=float(popularity[j])) for j, i in enumerate(items)])
-    table = replace(ItemTable.from_catalog(catalog), adjacency=co,
+    table = replace(ItemTable.from_catalog(catalog, []), adjacency=co,
                     degree=np.log1p(np.asarray(co.sum(1)).ravel()).astype(np.float32))
     index = create_index("exact", dim=item_emb.shape[1])
     index.add(item_emb, items)
@@ -69,24 +72,31 @@ def main() -> None:
         train, testq = [q for q in train if q.targets], [q for q in testq if q.targets]
         assert_no_leakage(train, testq)
 
+        builder = RankingPipeline(table, users=pers)
+
         def prepare(qs):
             qv = user_emb[[int(q.user) for q in qs]]
             res = index.search(qv, DEPTH, exclude=[q.history for q in qs])
-            return list(zip(res.ids, res.scores)), [rank_query(table, index, q, v, None, pers) for q, v in zip(qs, qv)]
+            return qv, list(zip(res.ids, res.scores)), [builder.query(v, index.vectors, q.history, True)
+                                                        for q, v in zip(qs, qv)]
 
-        tr_c, tr_rq = prepare(train)
-        te_c, te_rq = prepare(testq)
+        _, tr_c, tr_rq = prepare(train)
+        te_v, _, te_rq = prepare(testq)
         xs = training_examples(table, index, train, tr_c, tr_rq)
-        rankers = {"retrieval": None, "rules": RuleScorer(), "LambdaMART": LambdaMART(seed=seed).fit(*xs),
-                   "RankSVM": RankSVM(seed=seed).fit(*xs)}
         cats = {i: ["item"] for i in items}
         targets = [q.targets for q in testq]
-        out = {n: evaluate(RankingPipeline(table, r), index, targets, te_c, te_rq, cats, K) for n, r in rankers.items()}
-        out["retrieval + personalize (attention)"] = evaluate(RankingPipeline(table, None, pers), index, targets,
-                                                              te_c, te_rq, cats, K)
-        out[f"LambdaMART + MMR {MMR_LAMBDA}"] = evaluate(RankingPipeline(table, rankers["LambdaMART"],
-                                                                         mmr_lambda=MMR_LAMBDA),
-                                                         index, targets, te_c, te_rq, cats, K)
+
+        def score(pipe):
+            """The lists ``Searcher.serve`` returns with ``pipe`` (no encoder: user vectors are the queries)."""
+            served = Searcher(None, index, catalog, pipe).serve(te_v, te_rq, K, exclude=[q.history for q in testq])
+            return list_metrics([r.ids for r in served], targets, index, cats, K)
+
+        lm = LambdaMART(seed=seed).fit(*xs)
+        out = {n: score(RankingPipeline(table, r, candidates=DEPTH)) for n, r in (
+            ("retrieval", None), ("rules", RuleScorer()), ("LambdaMART", lm), ("RankSVM", RankSVM(seed=seed).fit(*xs)))}
+        out["retrieval + personalize (attention)"] = score(RankingPipeline(table, None, pers, candidates=DEPTH))
+        out[f"LambdaMART + MMR {MMR_LAMBDA}"] = score(RankingPipeline(table, lm, mmr_lambda=MMR_LAMBDA,
+                                                                      candidates=DEPTH))
         per_seed.append(out)
         print(f"seed {seed}: " + ", ".join(f"{k}={v['ndcg@10']:.4f}" for k, v in out.items()), flush=True)
     names = list(per_seed[0])

@@ -7,15 +7,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .search import RUN_INFO
-
 USAGE = """usage: gnn-mmsearch COMMAND [ARGS]
 
 commands:
-  run [HYDRA OVERRIDES]   build the catalog, extract features, train, index, evaluate (e.g. model.gnn.layers=0, -m for sweeps)
+  run [HYDRA OVERRIDES]   run a job into a run directory (-m: a sweep). task=search (default): catalog, features,
+                          graph encoder, index, ranking, evaluation (e.g. model.gnn.layers=0); task=recommend:
+                          a top-N recommender under the MMRec protocol (e.g. task=recommend data=mmrec_baby)
   search [QUERY] [--image PATH] [--product ID] [--history IDS [--decay D]] [--batch FILE]
          [--run DIR] [-k K] [--mmr-lambda L] [--filter F] [--user ID] [--explain-scores]
-                          answer a query from a saved run (default: the newest run under ./runs)
+                          answer a query from a saved run (default: the newest search run under ./runs)
   report PATH [PATH ...] [--out DIR] [--metrics M ...]
                           aggregate multirun directories: table (markdown + CSV, mean ± std over seeds) and plots
   explain [QUERY] [--image PATH] [--product ID] [--result ID] [--run DIR] [-k K] [--out PNG]
@@ -56,23 +56,30 @@ def _run(overrides: list[str]) -> int:
     def _job(cfg: DictConfig) -> float | None:
         from hydra.core.hydra_config import HydraConfig
 
-        from .pipeline import run
-        metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+        from .config import ConfigError
+        from .jobs import run_job
+        try:
+            metrics = run_job(cfg, HydraConfig.get().runtime.output_dir)
+        except (ConfigError, OSError) as err:
+            print(f"gnn-mmsearch run: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None  # what a sweeper optimises
 
     argv, sys.argv = sys.argv, [sys.argv[0], *overrides]  # Hydra reads its overrides from sys.argv
     try:
         _job()
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 1
     finally:
         sys.argv = argv
     return 0
 
 
-def newest_run(root: Path = Path("runs")) -> Path | None:
-    """The newest finished search run (one with an encoder; top-N recommendation runs have none)."""
-    runs = [p.parent for p in root.glob(f"*/{RUN_INFO}")] + [p.parent for p in Path("multirun").glob(f"*/*/{RUN_INFO}")]
-    runs = [p for p in runs if (p / "encoder").is_dir()]
-    return max(runs, key=lambda p: (p / RUN_INFO).stat().st_mtime) if runs else None
+def _newest_run() -> Path | None:
+    from .run_dir import newest_run
+
+    run = newest_run("search")
+    return run.path if run is not None else None
 
 
 def _search(args: list[str]) -> int:
@@ -116,9 +123,9 @@ def _search(args: list[str]) -> int:
         return fail("-k must be at least 1")
     if ns.mmr_lambda is not None and not 0 <= ns.mmr_lambda <= 1:
         return fail("--mmr-lambda must be between 0 and 1")
-    run_dir = ns.run or newest_run()
+    run_dir = ns.run or _newest_run()
     if run_dir is None:
-        return fail("no saved run found under ./runs: run `gnn-mmsearch run` first or pass --run DIR")
+        return fail("no saved search run found under ./runs: run `gnn-mmsearch run` first or pass --run DIR")
 
     if ns.batch is not None:
         try:
@@ -140,7 +147,7 @@ def _search(args: list[str]) -> int:
             answers = [(None, searcher.search(text=ns.query, image=ns.image, product=ns.product, history=history,
                                               k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda, decay=ns.decay,
                                               user=ns.user))]
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
         return fail(err.args[0] if err.args else str(err))
     empty = "no results" + (f": no product left after --filter {ns.filter!r}" if ns.filter else "")
     print(f"run: {run_dir}")
@@ -181,15 +188,15 @@ def _explain(args: list[str]) -> int:
     if ns.query is None and ns.image is None and ns.product is None:
         print("gnn-mmsearch explain: give a text query, --image PATH or --product ID", file=sys.stderr)
         return 2
-    run_dir = ns.run or newest_run()
+    run_dir = ns.run or _newest_run()
     if run_dir is None:
-        print("gnn-mmsearch explain: no saved run found under ./runs: pass --run DIR", file=sys.stderr)
+        print("gnn-mmsearch explain: no saved search run found under ./runs: pass --run DIR", file=sys.stderr)
         return 2
 
     from .explain import explain
     try:
         ex = explain(run_dir, query=ns.query, product_id=ns.result, image=ns.image, product=ns.product, k=ns.k)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
         print(f"gnn-mmsearch explain: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2
     print(f"run: {run_dir}\n{ex.to_text()}")
@@ -211,7 +218,7 @@ def _download_images(args: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from .data.download import catalog_image_urls, download_images, meta_image_urls
-    from .utils import write_json
+    from ._atomic import write_json
     if ns.source.is_dir():
         items = catalog_image_urls(ns.source)
     elif ns.source.is_file() and ns.format:

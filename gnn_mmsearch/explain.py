@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
+from .data.catalog import MODALITIES
 from .features import ProductFeatures, extract_features
-from .models.encoder import MODALITIES
+from .run_dir import RunDir
 from .search import Searcher
 
 
@@ -95,7 +95,7 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     if product_id not in catalog.index_of:
         raise KeyError(f"unknown product id {product_id!r}")
     if features is None:
-        cache = _feature_cache(Path(source)) if not isinstance(source, Searcher) else None
+        cache = RunDir(source).feature_cache() if not isinstance(source, Searcher) else None
         features = extract_features(catalog, model.feature_extractor("image"), model.feature_extractor("text"), cache)
     if product is not None:
         if product not in searcher.index:
@@ -133,12 +133,6 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     return Explanation(described, product_id, p.title, catalog.image_file(p), score,
                        score_with(edges[:, :0]), attribution, dict(zip(MODALITIES, weights)) if weights else None,
                        neighbours[:k], query_image)
-
-
-def _feature_cache(run_dir: Path) -> Path | None:
-    """The feature cache a run used: ``<cache_dir>/features`` from its ``config.yaml``."""
-    config = run_dir / "config.yaml"
-    return Path(OmegaConf.load(config).cache_dir).expanduser() / "features" if config.exists() else None
 
 
 # ------------------------------------------------------------------------------------------------ picture

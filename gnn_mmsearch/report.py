@@ -9,7 +9,6 @@ always give the same files.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import statistics
@@ -20,6 +19,8 @@ from typing import Iterable, Sequence
 import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from .run_dir import RunDir, find_runs
 
 DEFAULT_METRICS = ("copurchase/recall@10", "copurchase/ndcg@10", "text_query/recall@10", "text_query/mrr@10",
                    "index/recall@10", "val/recall@10", "epochs", "train_s")
@@ -60,27 +61,18 @@ class Group:
 
 # ------------------------------------------------------------------------------------------------ collect
 def find_jobs(paths: Iterable[str | Path]) -> list[Job]:
-    """Every finished run (``metrics.json`` beside ``run.json``) under ``paths``, in sweep order."""
-    found: dict[Path, None] = {}
-    for root in map(Path, paths):
-        if not root.exists():
-            raise FileNotFoundError(f"no such directory: {root}")
-        for m in sorted(root.rglob("metrics.json"), key=_natural):
-            if (m.parent / "run.json").exists():
-                found[m.parent.resolve()] = None
-    return [_load_job(p) for p in found]
+    """Every finished run under ``paths``, in sweep order."""
+    return [_load_job(run) for run in find_runs(paths)]
 
 
-def _load_job(path: Path) -> Job:
-    overrides_file = path / ".hydra" / "overrides.yaml"
+def _load_job(run: RunDir) -> Job:
+    overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = (yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else None) or []
-    run = json.loads((path / "run.json").read_text())
-    metrics = json.loads((path / "metrics.json").read_text())
-    metrics.update(epochs=run.get("epochs"), train_s=run.get("timings_s", {}).get("train_s"))
-    history_file = path / "history.json"
-    return Job(path, tuple(o for o in overrides if _split(o)[0] != "seed"), run.get("seed"),
-               {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-               json.loads(history_file.read_text()) if history_file.exists() else [])
+    info = run.info()
+    metrics = run.metrics()
+    metrics.update(epochs=info.get("epochs"), train_s=info.get("timings_s", {}).get("train_s"))
+    return Job(run.path, tuple(o for o in overrides if _split(o)[0] != "seed"), info.get("seed"),
+               {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, run.history())
 
 
 def group_jobs(jobs: Sequence[Job]) -> list[Group]:
@@ -242,7 +234,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
     (default: ``<first path>/report``); returns what was written by name."""
     jobs = find_jobs(paths)
     if not jobs:
-        raise FileNotFoundError(f"no finished runs (metrics.json + run.json) under {', '.join(map(str, paths))}")
+        raise FileNotFoundError(f"no finished runs (run.json + metrics.json) under {', '.join(map(str, paths))}")
     groups = group_jobs(jobs)
     present = {m for j in jobs for m in j.metrics}
     metrics = [m for m in (metrics or DEFAULT_METRICS) if m in present]
@@ -273,10 +265,6 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
 def _split(override: str) -> tuple[str, str]:
     key, _, value = override.partition("=")
     return key.lstrip("+~"), value
-
-
-def _natural(path: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 def _is_number(value: str) -> bool:

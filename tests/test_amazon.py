@@ -1,4 +1,4 @@
-"""Amazon Reviews loaders (2014 / 2018 / 2023) on hand-written fixtures, the pipeline hook and the real Gift Cards."""
+"""Amazon Reviews loaders (2014 / 2018 / 2023) on hand-written fixtures, the catalog-source hook and the real Gift Cards."""
 from __future__ import annotations
 
 import gzip
@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from gnn_mmsearch.data.amazon import IMAGE_URLS, AmazonConfig, cache_key, k_core, load_amazon, load_or_build
+from gnn_mmsearch.data import cached_catalog, load_catalog
+from gnn_mmsearch.data.amazon import IMAGE_URLS, AmazonConfig, k_core, load_amazon
 from gnn_mmsearch.data.amazon_formats import category_path, clean_text, parse_price
-from gnn_mmsearch.pipeline import build_catalog
 
 from conftest import run_cli
 
@@ -135,23 +135,22 @@ def test_bad_config():
         AmazonConfig("2020", "meta.json")
 
 
-def test_pipeline_builds_and_caches(tmp_path):
+def test_amazon_source_builds_and_caches(tmp_path):
     meta, reviews, images = _inputs(tmp_path, "2018", gz=True)
     data_cfg = OmegaConf.create({"source": "amazon", "format": 2018, "meta_path": str(meta),
-                                 "reviews_path": str(reviews), "images_dir": str(images), "k_core": 2,
-                                 "split": {"val_ratio": 0.1}})
-    catalog = build_catalog(data_cfg, tmp_path / "cache")
+                                 "reviews_path": str(reviews), "images_dir": str(images), "k_core": 2})
+    catalog = load_catalog(data_cfg, tmp_path / "cache" / "catalogs")
     (root,) = (tmp_path / "cache" / "catalogs").iterdir()
     assert root.name.startswith("amazon-") and catalog.root == root
     assert catalog.meta["load_report"]["products"] == 4 and "image_urls" not in catalog.meta
     assert (root / IMAGE_URLS).read_text().splitlines()[1] == "B001\thttp://example.com/B001.jpg"
     assert catalog.image_file(catalog.products[0]).exists()
-    again = load_or_build(AmazonConfig("2018", str(meta), str(reviews), str(images), 2), root.parent)
+    again = cached_catalog(AmazonConfig("2018", str(meta), str(reviews), str(images), 2), root.parent)
     assert again.fingerprint() == catalog.fingerprint()
     assert len(list(root.parent.iterdir())) == 1  # read from the cache, not built again
-    assert cache_key(AmazonConfig("2018", str(meta), str(reviews), str(images), 0)) not in root.name
+    assert AmazonConfig("2018", str(meta), str(reviews), str(images), 0).cache_key() != root.name
     meta.write_bytes(meta.read_bytes() + b"\n")  # the file changed: a new key
-    assert cache_key(AmazonConfig("2018", str(meta), str(reviews), str(images), 2)) not in root.name
+    assert AmazonConfig("2018", str(meta), str(reviews), str(images), 2).cache_key() != root.name
 
 
 @pytest.mark.shared_data

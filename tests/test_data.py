@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch_geometric.utils import is_undirected
 
-from gnn_mmsearch.data import (EDGE_TYPES, Catalog, Edge, Interaction, Product, SyntheticConfig, generate,
-                               load_or_generate, synthetic)
+from gnn_mmsearch.data import (CATALOG_SOURCES, EDGE_TYPES, Catalog, Edge, Interaction, Product, SyntheticConfig,
+                               cached_catalog, generate, load_catalog, synthetic)
 
 SMALL = dict(num_products=120, num_users=20, image_size=32)
 
@@ -205,9 +205,9 @@ def test_synthetic_is_saved_in_the_on_disk_format(small_synthetic):
     assert loaded.meta["ground_truth"] == small_synthetic.meta["ground_truth"]
 
 
-def test_load_or_generate_generates_once_then_loads(tmp_path, monkeypatch):
+def test_cached_catalog_generates_once_then_loads(tmp_path, monkeypatch):
     cfg = SyntheticConfig(num_products=30, num_users=5, image_size=16, seed=1)
-    first = load_or_generate(cfg, tmp_path)
+    first = cached_catalog(cfg, tmp_path)
     (root,) = [p for p in tmp_path.iterdir()]
     assert not root.name.endswith(".tmp") and (root / "catalog.json").exists()
 
@@ -215,11 +215,35 @@ def test_load_or_generate_generates_once_then_loads(tmp_path, monkeypatch):
         raise AssertionError("generate() called although the catalog is on disk")
 
     monkeypatch.setattr(synthetic, "generate", must_not_generate)
-    second = load_or_generate(cfg, tmp_path)
+    second = cached_catalog(cfg, tmp_path)
     assert second.fingerprint() == first.fingerprint() and second.root == root
     # another config gets its own directory (and would be generated)
     with pytest.raises(AssertionError, match="generate"):
-        load_or_generate(SyntheticConfig(num_products=30, num_users=5, image_size=16, seed=2), tmp_path)
+        cached_catalog(SyntheticConfig(num_products=30, num_users=5, image_size=16, seed=2), tmp_path)
+
+
+def test_a_failed_build_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    def broken(cfg, root):
+        (root / "half-written").write_text("x")
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(synthetic, "generate", broken)
+    with pytest.raises(RuntimeError, match="killed"):
+        cached_catalog(SyntheticConfig(num_products=30, num_users=5, image_size=16), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_catalog_sources_registry(tmp_path):
+    assert {"synthetic", "amazon", "directory"} <= set(CATALOG_SOURCES.names())
+    with pytest.raises(ValueError, match="unknown catalog source 'nope'"):
+        load_catalog({"source": "nope"}, tmp_path)
+    with pytest.raises(ValueError, match="catalog source 'synthetic' takes no option 'products'"):
+        load_catalog({"source": "synthetic", "products": 10}, tmp_path)
+    with pytest.raises(ValueError, match="data.num_products must be at least 1, got -5"):
+        load_catalog({"source": "synthetic", "num_products": -5}, tmp_path)
+    saved = Catalog(_products(), _edges()).save(tmp_path / "saved")
+    assert len(load_catalog({"source": "directory", "path": str(saved)}, tmp_path / "cache")) == 4
+    assert not (tmp_path / "cache").exists()  # a directory source is read in place, never cached
 
 
 def test_synthetic_config_key_depends_on_every_field():

@@ -9,11 +9,12 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from gnn_mmsearch.config import validate
 from gnn_mmsearch.index import create_index
-from gnn_mmsearch.pipeline import build_encoder
+from gnn_mmsearch.jobs.search import build_encoder
 
 ABLATIONS = {"modalities": "model.modalities", "fusion": "model.fusion", "depth": "model.gnn.layers",
-             "conv": "model.gnn.conv", "index": "index", "rerank": "rerank"}
+             "conv": "model.gnn.conv", "index": "index", "ranking": "ranking"}
 CONF = Path(__file__).parents[1] / "conf"
 
 
@@ -31,9 +32,9 @@ GIFT_CARD_ROWS = {"text_only": (["text"], "attention"), "image_only": (["image"]
 
 MMREC_ROWS = {f"mmrec_{model}_{data}": (model, data) for model in ("bpr", "lightgcn", "mmgraph")
               for data in ("baby", "sports")}
-MMREC_GRIDS = {"mmrec_lightgcn_grid": {"model.layers": ["1", "2", "3", "4"],
-                                       "model.reg_weight": ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]},
-               "mmrec_bpr_grid": {"model.reg_weight": ["2.0", "1.0", "1e-1", "1e-2", "1e-3", "1e-4", "1e-5"]}}
+MMREC_GRIDS = {"mmrec_lightgcn_grid": {"recommender.layers": ["1", "2", "3", "4"],
+                                       "recommender.reg_weight": ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]},
+               "mmrec_bpr_grid": {"recommender.reg_weight": ["2.0", "1.0", "1e-1", "1e-2", "1e-3", "1e-4", "1e-5"]}}
 
 
 def test_every_experiment_config_is_listed():
@@ -51,6 +52,7 @@ def test_ablation_sweeps_seeds_and_valid_values(experiment):
         with initialize_config_module(version_base="1.3", config_module="gnn_mmsearch.conf"):
             cfg = compose("config", overrides=[f"experiment={experiment}", f"{axis}={value}"])
         assert cfg.logger.group == experiment
+        cfg = validate(cfg)
         model = build_encoder(cfg, image_dim=12, text_dim=8)
         create_index(cfg.index.kind, dim=model.config.out_dim, **{k: v for k, v in cfg.index.items() if k != "kind"})
 
@@ -65,7 +67,7 @@ def test_gift_cards_sweeps_models_depths_and_seeds_on_the_gift_cards_data():
         assert cfg.logger.group == "gift_cards" and 10 in cfg.eval.ks and 20 in cfg.eval.ks
         assert list(cfg.model.modalities) == modalities and cfg.model.fusion == fusion
         assert cfg.model.gnn.layers == 2  # the default depth is the sweep's "with graph" value
-        build_encoder(cfg, image_dim=12, text_dim=8)
+        build_encoder(validate(cfg), image_dim=12, text_dim=8)
 
 
 def test_optuna_search_runs_two_trials(env, run_dir, tmp_path):
@@ -89,8 +91,9 @@ def test_mmrec_rows_run_the_topn_job_with_mmrecs_protocol(experiment):
     model, data = MMREC_ROWS[experiment]
     with initialize_config_module(version_base="1.3", config_module="gnn_mmsearch.conf"):
         cfg = compose("config", overrides=[f"experiment={experiment}"])
+    assert cfg.task_name == "recommend" and validate(cfg).task_name == "recommend"
     assert cfg.data.source == "mmrec" and cfg.data.path.endswith(f"mmrec/{data}/{data}.inter")
-    assert cfg.model.name == model and cfg.model.embedding_dim == 64
+    assert cfg.recommender.name == model and cfg.recommender.embedding_dim == 64
     assert (cfg.train.lr, cfg.train.batch_size, cfg.train.patience, cfg.train.monitor) == (1e-3, 2048, 20, "recall@20")
     assert list(cfg.eval.ks) == [5, 10, 20, 50]
 
@@ -103,4 +106,4 @@ def test_mmrec_grids_sweep_mmrecs_hyperparameters(experiment):
     assert as_floats(_sweep(experiment)) == as_floats(MMREC_GRIDS[experiment])
     with initialize_config_module(version_base="1.3", config_module="gnn_mmsearch.conf"):
         cfg = compose("config", overrides=[f"experiment={experiment}", "data=mmrec_sports"])
-    assert cfg.data.path.endswith("sports.inter")  # the grid runs on either dataset
+    assert cfg.data.path.endswith("sports.inter") and cfg.task_name == "recommend"  # on either dataset

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gnn_mmsearch.index import Filter, SearchResult, VectorIndex, create_index, list_indexes, load_index
+from gnn_mmsearch.index import INDEXES, Filter, SearchResult, VectorIndex, create_index, load_index
 
 DIM, N, NQ, K = 64, 2000, 100, 10
 REPO = Path(__file__).resolve().parents[1]
@@ -72,9 +72,11 @@ def matches(attrs: dict, f: Filter) -> bool:
 
 
 def test_registry():
-    assert {"exact", "hnsw", "hashing"} <= set(list_indexes())
-    with pytest.raises(ValueError, match="unknown index kind"):
+    assert {"exact", "hnsw", "hashing"} <= set(INDEXES.names())
+    with pytest.raises(ValueError, match="unknown index 'faiss'"):
         create_index("faiss", dim=4)
+    with pytest.raises(ValueError, match="index 'hnsw' takes no option 'efs'"):
+        create_index("hnsw", dim=4, efs=3)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -3,10 +3,11 @@ import time
 import numpy as np
 import pytest
 
+from gnn_mmsearch.data import Catalog, Product
 from gnn_mmsearch.evaluation.diversity import (category_coverage, intra_list_diversity, mean_category_coverage,
                                                mean_intra_list_diversity)
 from gnn_mmsearch.index import create_index
-from gnn_mmsearch.rerank import MMRReranker, mmr
+from gnn_mmsearch.ranking import ItemTable, RankingPipeline, RankQuery, mmr
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -71,18 +72,29 @@ def test_speed_10_of_200():
     assert min(runs) < 1e-3
 
 
-def test_reranker_on_search_result(groups):
+def test_pipeline_diversifies_on_normalised_scores(groups):
+    """The pipeline's diversify stage is ``mmr`` on the min-max normalised final score: lambda means the same for
+    cosine scores and for any ranker's scale."""
     rel, cand = groups
+    ids = [f"g{i // 10}-{i % 10}" for i in range(30)]
     index = create_index("exact", dim=16)
-    index.add(cand, [f"g{i // 10}-{i % 10}" for i in range(30)])
+    index.add(cand, ids)
     query = unit(np.array([0.9, 0.8, 0.7] + [0.0] * 13))
     result = index.search(query, 30)
-    reranker = MMRReranker(lambda_=0.3, k=3)
-    reranked = reranker.rerank(result, index)
-    assert reranked.ids[0][0] == result.ids[0][0]
-    assert sorted(i[:2] for i in reranked.ids[0]) == ["g0", "g1", "g2"]
-    assert set(reranked.ids[0]) <= set(result.ids[0]) and len(reranked.scores[0]) == 3
-    np.testing.assert_array_equal(reranker(rel, cand), mmr(rel, cand, 3, 0.3))
+    table = ItemTable.from_catalog(Catalog([Product(i) for i in ids]), ["also_buy"])
+    ranked = RankingPipeline(table, mmr_lambda=0.3).rank(result.ids[0], result.scores[0],
+                                                         index.vectors(result.ids[0]), RankQuery(), 3)
+    assert ranked.ids[0] == result.ids[0][0]
+    assert sorted(i[:2] for i in ranked.ids) == ["g0", "g1", "g2"]
+    scores = result.scores[0]
+    order = mmr((scores - scores.min()) / (scores.max() - scores.min()), index.vectors(result.ids[0]), 3, 0.3)
+    assert ranked.ids == [result.ids[0][i] for i in order]
+    shifted = RankingPipeline(table, mmr_lambda=0.3).rank(result.ids[0], 10 * result.scores[0] - 4,
+                                                          index.vectors(result.ids[0]), RankQuery(), 3)
+    assert shifted.ids == ranked.ids  # an affine change of the scores changes nothing
+    plain = RankingPipeline(table, mmr_lambda=0.3).rank(result.ids[0], result.scores[0],
+                                                        index.vectors(result.ids[0]), RankQuery(), 3, mmr_lambda=1.0)
+    assert plain.ids == result.ids[0][:3]  # lambda 1: relevance order, MMR off
 
 
 def test_diversity_metrics():

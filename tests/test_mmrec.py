@@ -16,8 +16,8 @@ from gnn_mmsearch.data.mmrec import load_inter
 from gnn_mmsearch.evaluation.topn import evaluate_topn
 from gnn_mmsearch.layers.graph import SymmetricLGConv, normalized_adjacency
 from gnn_mmsearch.losses import InfoNCELoss
-from gnn_mmsearch.models import create_recommender, list_recommenders
-from gnn_mmsearch.recommend import load_recommender
+from gnn_mmsearch.jobs.recommend import load_recommender
+from gnn_mmsearch.models import RECOMMENDERS, create_recommender
 from gnn_mmsearch.search import Searcher
 from gnn_mmsearch.training.topn import NegativeSampler, TopNTrainConfig, TopNTrainer
 
@@ -161,29 +161,31 @@ def test_mmgraph_fuses_item_features_when_present(tmp_path):
     model = create_recommender("mmgraph", data.train, feats, layers=1)
     assert model.modalities == ["image"] and model.item_inputs().shape == (data.num_items, 64)
     assert not any("features" in key for key in model.state_dict())  # the data, not the model, holds features
-    assert "mmgraph" in list_recommenders() and "lightgcn" in list_recommenders()
+    assert {"bpr", "lightgcn", "mmgraph"} <= set(RECOMMENDERS.names())
     with pytest.raises(ValueError, match="unknown recommender"):
         create_recommender("nope", data.train)
+    with pytest.raises(ValueError, match="recommender 'bpr' takes no option 'layers'"):
+        create_recommender("bpr", data.train, layers=2)
 
 
 def test_run_writes_the_mmrec_protocol_results(env, tmp_path):
     path = write_inter(tmp_path, block_interactions())
     run_dir = tmp_path / "run"
-    out = run_cli(run_dir, "data=mmrec_baby", f"data.path={path}", "model=lightgcn", "train=topn", "eval=topn",
-                  "train.max_epochs=3", "logger=none")
+    out = run_cli(run_dir, "task=recommend", f"data.path={path}", "recommender=lightgcn", "train.max_epochs=3",
+                  "logger=none")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {f"test/{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)} <= set(metrics)
-    assert "val/recall@20" in metrics and "recall" in out
+    assert "val/recall@20" in metrics and "test/recall" in out
     info = json.loads((run_dir / "run.json").read_text())
+    assert info["task"] == "recommend"
     assert info["num_users"] == 60 and info["load_report"]["kept"]["test"] == 120 and len(info["data_fingerprint"]) == 16
-    with pytest.raises(FileNotFoundError, match="top-N recommendation run"):
+    with pytest.raises(FileNotFoundError, match="is a top-N recommendation run, not a search run"):
         Searcher.from_run(run_dir)
     model, data = load_recommender(run_dir)
     reloaded = evaluate_topn(model.scorer(), data.test, data.train, (5, 10, 20, 50))
     assert {f"test/{k}": v for k, v in reloaded.items()} == {k: v for k, v in metrics.items() if k.startswith("test/")}
     again = tmp_path / "again"
-    run_cli(again, "data=mmrec_baby", f"data.path={path}", "model=lightgcn", "train=topn", "eval=topn",
-            "train.max_epochs=3", "logger=none")
+    run_cli(again, "task=recommend", f"data.path={path}", "recommender=lightgcn", "train.max_epochs=3", "logger=none")
     assert json.loads((again / "metrics.json").read_text()) == metrics  # same seed, same numbers
     path.write_text(path.read_text() + "59\t0\t0\n")
     with pytest.raises(ValueError, match="changed since"):

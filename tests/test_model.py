@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnn_mmsearch.layers import GraphPropagation, create_fusion, list_convs, list_fusions
+from gnn_mmsearch.layers import CONVS, FUSIONS, GraphPropagation
 from gnn_mmsearch.losses import InfoNCELoss
 from gnn_mmsearch.models import EncoderConfig, MultimodalGraphEncoder
 
 H = 32
-FUSIONS = ["concat", "weighted", "attention"]
-CONVS = ["lightgcn", "gcn", "sage", "gat"]
+FUSION_NAMES = ["concat", "weighted", "attention"]
+CONV_NAMES = ["lightgcn", "gcn", "sage", "gat"]
 
 
 @pytest.fixture(autouse=True)
@@ -47,14 +47,17 @@ RING = torch.tensor([[0, 1, 1, 2, 2, 3, 3, 4, 6, 7], [1, 0, 2, 1, 3, 2, 4, 3, 7,
 
 # ------------------------------------------------------------------------------------------- fusion
 def test_fusion_registry():
-    assert set(FUSIONS) <= set(list_fusions())
+    assert set(FUSION_NAMES) <= set(FUSIONS.names())
     with pytest.raises(ValueError, match="unknown fusion"):
-        create_fusion("nope", 2, H)
+        FUSIONS.create("nope", 2, H)
+    with pytest.raises(ValueError, match="fusion 'attention' takes no option 'heads'"):
+        FUSIONS.create("attention", 2, H, heads=2)
+    assert FUSIONS.create("attention", 2, H, num_heads=2).attn.num_heads == 2
 
 
-@pytest.mark.parametrize("name", FUSIONS)
+@pytest.mark.parametrize("name", FUSION_NAMES)
 def test_fusion_output_shape(name):
-    fusion = create_fusion(name, 2, H).eval()
+    fusion = FUSIONS.create(name, 2, H).eval()
     out = fusion(_tokens(), MASK)
     assert out.shape == (6, H) and torch.isfinite(out).all()
     assert fusion.last_weights.shape == (6, 2)
@@ -62,9 +65,9 @@ def test_fusion_output_shape(name):
     assert (fusion.last_weights[~MASK] == 0).all()
 
 
-@pytest.mark.parametrize("name", FUSIONS)
+@pytest.mark.parametrize("name", FUSION_NAMES)
 def test_fusion_ignores_masked_out_modalities(name):
-    fusion = create_fusion(name, 2, H).eval()
+    fusion = FUSIONS.create(name, 2, H).eval()
     tokens = _tokens()
     changed = tokens.clone()
     changed[~MASK] = torch.randn(int((~MASK).sum()), H) * 100  # garbage where the modality is absent
@@ -75,9 +78,9 @@ def test_fusion_ignores_masked_out_modalities(name):
     assert not torch.allclose(fusion(changed_present, MASK)[0], fusion(tokens, MASK)[0])
 
 
-@pytest.mark.parametrize("name", FUSIONS)
+@pytest.mark.parametrize("name", FUSION_NAMES)
 def test_fusion_rows_without_any_modality_get_the_empty_token(name):
-    fusion = create_fusion(name, 2, H).eval()
+    fusion = FUSIONS.create(name, 2, H).eval()
     with torch.no_grad():
         fusion.empty.copy_(torch.linspace(-1, 1, H))
     out = fusion(_tokens(), MASK)
@@ -89,10 +92,10 @@ def test_fusion_rows_without_any_modality_get_the_empty_token(name):
     assert not torch.allclose(out[0], fusion.empty.detach())
 
 
-@pytest.mark.parametrize("name", FUSIONS)
+@pytest.mark.parametrize("name", FUSION_NAMES)
 def test_fusion_gradients_are_finite_with_empty_rows(name):
     """A row with no modality must not poison training with NaN gradients (softmax over nothing)."""
-    fusion = create_fusion(name, 2, H)
+    fusion = FUSIONS.create(name, 2, H)
     tokens = _tokens().requires_grad_()
     fusion(tokens, MASK).sum().backward()
     assert torch.isfinite(tokens.grad).all()
@@ -108,9 +111,9 @@ def test_graph_propagation_with_zero_layers_is_identity():
     torch.testing.assert_close(prop(x, RING), x)
 
 
-@pytest.mark.parametrize("conv", CONVS)
+@pytest.mark.parametrize("conv", CONV_NAMES)
 def test_graph_propagation_depends_on_edges(conv):
-    assert conv in list_convs()
+    assert conv in CONVS
     prop = GraphPropagation(H, 2, conv).eval()
     x = torch.randn(8, H)
     with_edges = prop(x, RING)

@@ -10,20 +10,23 @@ import torch
 
 from conftest import SMALL_RUN, run_cli
 from gnn_mmsearch.cli import main
-
 from gnn_mmsearch.data.catalog import Catalog, Edge, Interaction, Product
-from gnn_mmsearch.index import create_index
-from gnn_mmsearch.ranking import (FEATURES, ItemTable, LambdaMART, Personalizer, RankingPipeline, RankQuery,
-                                  RankSVM, RuleScorer, build_features, load_ranker, user_vector)
-from gnn_mmsearch.ranking.dataset import (UserQuery, assert_no_leakage, candidate_lists, rank_query, split_users,
-                                          training_examples, user_queries)
-from gnn_mmsearch.ranking import train as ranking_train
-from gnn_mmsearch.ranking.evaluate import ndcg_at_k, recall_at_k
-from gnn_mmsearch.ranking.modal import MODAL_DIR, load_modal, product_modal, save_modal, split_query_features
+from gnn_mmsearch.evaluation import RetrievalMetrics, list_metrics
 from gnn_mmsearch.features import ProductFeatures
+from gnn_mmsearch.index import create_index
+from gnn_mmsearch.ranking import (FEATURES, RANKERS, ItemTable, Personalizer, RankingPipeline, RankQuery,
+                                  build_features, create_ranker, load_ranker, user_vector)
+from gnn_mmsearch.ranking.ltr import LambdaMART, RankSVM
+from gnn_mmsearch.ranking.modal import load_modal, product_modal, save_modal, split_query_features
+from gnn_mmsearch.ranking.rules import RuleScorer
+from gnn_mmsearch.run_dir import RunDir
 from gnn_mmsearch.search import Searcher
+from gnn_mmsearch.training import ranker as ranking_train
+from gnn_mmsearch.training._user_queries import (UserQuery, assert_no_leakage, split_users, training_examples,
+                                                 user_queries)
 
 COL = {name: j for j, name in enumerate(FEATURES)}
+EDGES = ["also_buy", "bought_together"]
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def world():
 
 def test_features_defaults_for_missing_values(world):
     catalog, index, vec = world
-    table = ItemTable.from_catalog(catalog)
+    table = ItemTable.from_catalog(catalog, EDGES)
     rows = np.arange(5)
     x = build_features(table, rows, np.array([np.nan, 0.5, 0.4, 0.3, 0.2]), vec[rows], RankQuery())
     assert x.shape == (5, len(FEATURES)) and np.isfinite(x).all()
@@ -66,7 +69,7 @@ def test_features_graph_personal_and_modal(world):
     text = np.eye(40, 6, dtype=np.float32)
     ok = np.ones(40, bool)
     ok[3] = False
-    table = ItemTable.from_catalog(catalog, {"text": (text, ok)})
+    table = ItemTable.from_catalog(catalog, EDGES, {"text": (text, ok)})
     user = user_vector(vec[[4, 8]], "mean")
     q = RankQuery(anchors=np.array([4]), user=user, modal={"text": text[2]})
     rows = np.array([0, 2, 3, 8])
@@ -93,11 +96,11 @@ def test_saved_modal_features_give_the_training_features(world, tmp_path):
     image_ok[3] = False  # P3 has no image
     feats = _features(40, image_ok)
     directory = save_modal(product_modal(feats), tmp_path)
-    assert directory == tmp_path / MODAL_DIR
+    assert directory == tmp_path
     loaded = load_modal(tmp_path, len(catalog))
     assert set(loaded) == {"text", "image"} and loaded["image"][0].dtype == np.float16
     assert loaded["image"][1].tolist() == image_ok.tolist()
-    table = ItemTable.from_catalog(catalog, loaded)
+    table = ItemTable.from_catalog(catalog, EDGES, loaded)
     q = RankQuery(modal={"text": feats.text[7].numpy(), "image": feats.image[9].numpy()})
     rows = np.array([3, 7, 9])
     x = build_features(table, rows, np.ones(3), vec[rows], q)
@@ -105,7 +108,7 @@ def test_saved_modal_features_give_the_training_features(world, tmp_path):
     assert x[:, COL["text_sim"]][1] == pytest.approx(1, abs=1e-3)
     assert x[:, COL["image_sim"]].tolist() == pytest.approx([0, image[7] @ image[9], 1], abs=1e-3)
     assert x[:, COL["image_missing"]].tolist() == [1, 0, 0] and (x[:, COL["text_missing"]] == 0).all()
-    again = build_features(ItemTable.from_catalog(catalog, load_modal(tmp_path, len(catalog))), rows, np.ones(3),
+    again = build_features(ItemTable.from_catalog(catalog, EDGES, load_modal(tmp_path, len(catalog))), rows, np.ones(3),
                            vec[rows], q)
     np.testing.assert_array_equal(again, x)  # what training sees is what serving sees, bit for bit
 
@@ -113,16 +116,16 @@ def test_saved_modal_features_give_the_training_features(world, tmp_path):
 def test_catalog_without_images_stores_no_image_features(world, tmp_path):
     catalog, index, vec = world
     save_modal(product_modal(_features(40, np.ones(40, bool))), tmp_path)
-    assert (tmp_path / MODAL_DIR / "image.npy").exists()
+    assert (tmp_path / "image.npy").exists()
     feats = _features(40, np.zeros(40, bool))
     save_modal(product_modal(feats), tmp_path)  # the same run directory again, now without images
-    assert sorted(p.name for p in (tmp_path / MODAL_DIR).iterdir()) == ["text.npy", "text_ok.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.npy", "text_ok.npy"]
     loaded = load_modal(tmp_path, len(catalog))
     assert set(loaded) == {"text"}
     rows = np.arange(4)
     q = RankQuery(modal={"text": feats.text[0].numpy(), "image": np.ones(5, np.float32)})
-    x = build_features(ItemTable.from_catalog(catalog, loaded), rows, np.ones(4), vec[rows], q)
-    all_false = ItemTable.from_catalog(catalog, {**loaded, "image": (feats.image.numpy(), feats.image_mask.numpy())})
+    x = build_features(ItemTable.from_catalog(catalog, EDGES, loaded), rows, np.ones(4), vec[rows], q)
+    all_false = ItemTable.from_catalog(catalog, EDGES, {**loaded, "image": (feats.image.numpy(), feats.image_mask.numpy())})
     np.testing.assert_array_equal(x, build_features(all_false, rows, np.ones(4), vec[rows], q))
     assert (x[:, COL["image_missing"]] == 1).all() and (x[:, COL["image_sim"]] == 0).all()
     assert (x[:, COL["text_missing"]] == 0).all() and x[0, COL["text_sim"]] == pytest.approx(1, abs=1e-3)
@@ -155,7 +158,7 @@ def test_personalize_cold_user_passes_through(world):
     pers = Personalizer("mean", weight=1.0)
     assert pers(scores, vec[:10], None) is not None
     np.testing.assert_array_equal(pers(scores, vec[:10], None), scores)
-    table = ItemTable.from_catalog(catalog)
+    table = ItemTable.from_catalog(catalog, EDGES)
     ids, s = catalog.ids[:10], scores
     cold = RankingPipeline(table, RuleScorer(), pers).rank(ids, s, vec[:10], RankQuery(user=None), 5)
     plain = RankingPipeline(table, RuleScorer()).rank(ids, s, vec[:10], RankQuery(), 5)
@@ -166,7 +169,7 @@ def test_personalize_cold_user_passes_through(world):
 
 def test_rules_weights_and_hard_filters(world):
     catalog, index, vec = world
-    table = ItemTable.from_catalog(catalog)
+    table = ItemTable.from_catalog(catalog, EDGES)
     rows = np.arange(1, 11)
     x = build_features(table, rows, np.zeros(10), vec[rows], RankQuery())
     pop_only = RuleScorer({"popularity": 1.0}).score(x)
@@ -178,6 +181,7 @@ def test_rules_weights_and_hard_filters(world):
     assert keep.tolist() == [(3.0 + (i % 3)) >= 4.5 and 10.0 + i <= 18 for i in rows]
     with pytest.raises(ValueError, match="unknown rule feature"):
         RuleScorer({"colour": 1.0})
+    assert isinstance(create_ranker("rules", seed=3, weights={"price": 1.0}), RuleScorer)  # not learned: no seed
     res = RankingPipeline(table, RuleScorer({"popularity": 1.0}, min_rating=4.5)).rank(
         catalog.ids[1:11], np.zeros(10), vec[rows], RankQuery(), 10)
     assert len(res.ids) == int((table.rating[rows] >= 4.5).sum())  # hard filter drops candidates
@@ -197,11 +201,12 @@ def test_learned_rankers_learn_and_reload_identically(cls, tmp_path):
     ranker = cls(seed=0).fit(x, y, groups)
     xt, yt, gt = _learnable(seed=1)
     scores = ranker.score(xt)
-    ndcg = np.mean([ndcg_at_k([str(i) for i in np.argsort(-scores[s:s + 20])],
-                              {str(i) for i in np.flatnonzero(yt[s:s + 20])}, 10)
-                    for s in range(0, len(yt), 20) if yt[s:s + 20].any()])
-    assert ndcg > 0.8
-    loaded = load_ranker(ranker.save(tmp_path / cls.kind))
+    metric = RetrievalMetrics((10,), ("ndcg",))
+    for q, s in enumerate(range(0, len(yt), 20)):
+        metric.update(torch.from_numpy(np.argsort(-scores[s:s + 20])[None, :10].copy()),
+                      torch.from_numpy(np.stack([np.zeros_like(np.flatnonzero(yt[s:s + 20])), np.flatnonzero(yt[s:s + 20])])))
+    assert metric.compute()["ndcg@10"] > 0.8
+    loaded = load_ranker(ranker.save(tmp_path / RANKERS.name_of(cls)))
     np.testing.assert_array_equal(loaded.score(xt), scores)
     bad = xt.copy()
     bad[0, :] = np.nan
@@ -241,13 +246,16 @@ def test_leakage_guard(world):
 
 def test_training_examples_and_pipeline_end_to_end(world, tmp_path):
     catalog, index, vec = world
-    table = ItemTable.from_catalog(catalog)
+    table = ItemTable.from_catalog(catalog, EDGES)
     queries = user_queries(catalog, holdout=2)
     train, test = split_users(queries, 0.3, seed=0)
     pers = Personalizer("attention")
     qv = np.stack([index.vectors([q.query_item])[0] for q in train])
-    cands = candidate_lists(index, train, qv, 20)
-    rqs = [rank_query(table, index, q, v, None, pers) for q, v in zip(train, qv)]
+    found = index.search(qv, 20, exclude=[q.history for q in train])
+    cands = list(zip(found.ids, found.scores))
+    builder = RankingPipeline(table, users=pers)
+    rqs = [builder.query(v, index.vectors, q.history, personal=True) for q, v in zip(train, qv)]
+    assert all(rq.user is not None and len(rq.anchors) == len(q.history) for rq, q in zip(rqs, train))
     x, y, groups = training_examples(table, index, train, cands, rqs)
     assert len(x) == groups.sum() and y.sum() > 0
     ranker = LambdaMART(n_estimators=10, min_child_samples=2).fit(x, y, groups)
@@ -261,16 +269,19 @@ def test_training_examples_and_pipeline_end_to_end(world, tmp_path):
     assert same.ids == res.ids
 
 
-def test_metrics():
-    assert ndcg_at_k(["a", "b"], {"a"}, 10) == 1.0
-    assert ndcg_at_k(["b", "a"], {"a"}, 10) == pytest.approx(1 / np.log2(3))
-    assert recall_at_k(["a", "b", "c"], {"a", "d"}, 2) == 0.5
-    assert ndcg_at_k([], set(), 10) == 0.0
+def test_list_metrics_with_several_relevant_items(world):
+    catalog, index, vec = world
+    categories = {p.id: p.category for p in catalog.products}
+    m = list_metrics([["P1", "P2"], ["P2", "P1", "P3"]], [{"P1"}, {"P1", "P9"}], index, categories, k=2)
+    assert m["recall@2"] == pytest.approx((1 + 0.5) / 2)
+    assert m["ndcg@2"] == pytest.approx((1 + (1 / np.log2(3)) / (1 + 1 / np.log2(3))) / 2)
+    with pytest.raises(ValueError, match="2 result lists but 1 targets"):
+        list_metrics([["P1"], ["P2"]], [{"P1"}], index, categories)
 
 
 @pytest.fixture(scope="module")
 def ranked_run(first_run, tmp_path_factory):
-    """The small run with the whole ranking pipeline (``rerank=personalized``: LambdaMART, personalize, MMR); after
+    """The small run with the whole ranking pipeline (``ranking=personalized``: LambdaMART, personalize, MMR); after
     ``first_run``, whose feature-cache counts assume it extracts first."""
     run_dir = tmp_path_factory.mktemp("runs") / "ranked"
     seen = []
@@ -281,7 +292,7 @@ def ranked_run(first_run, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ranking_train, "training_examples", training_examples_seen)
-        printed = run_cli(run_dir, *SMALL_RUN, "rerank=personalized", "logger=none")
+        printed = run_cli(run_dir, *SMALL_RUN, "ranking=personalized", "logger=none")
     return run_dir, printed, seen
 
 
@@ -290,7 +301,7 @@ def test_run_trains_saves_and_serves_the_ranker(ranked_run, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"user_query/ndcg@10", "user_query_ranked/ndcg@10"} <= set(metrics)
     searcher = Searcher.from_run(run_dir)
-    assert isinstance(searcher.ranking.scorer, LambdaMART) and searcher.ranking.mmr_lambda == 0.7
+    assert isinstance(searcher.pipeline.scorer, LambdaMART) and searcher.pipeline.mmr_lambda == 0.7
     user = searcher.catalog.interactions[0].user
     warm = searcher.search(text="phone", k=5, user=user)
     assert len(warm) == 5 and all(set(h.stages) == {"retrieval", "score", "personal", "final"} for h in warm)
@@ -310,9 +321,9 @@ def test_served_ranker_scores_like_in_training(ranked_run):
     run_dir, _, seen = ranked_run
     ((table, index, queries, candidates, rank_queries), (x, y, groups)), = seen
     searcher = Searcher.from_run(run_dir)
-    assert set(searcher.ranking.table.modal) == {"text", "image"}
-    assert searcher.ranking.table.modal["image"][1].sum() < len(searcher.catalog)  # some products have no image
-    seed = json.loads((run_dir / "run.json").read_text())["seed"]
+    assert set(searcher.pipeline.table.modal) == {"text", "image"}
+    assert searcher.pipeline.table.modal["image"][1].sum() < len(searcher.catalog)  # some products have no image
+    seed = RunDir(run_dir).info()["seed"]
     text_of = {q.user: t for q, t in ranking_train.user_query_texts(searcher.catalog, seed)}
     starts = np.cumsum([0, *groups])
     kept = [i for i, (q, (ids, _)) in enumerate(zip(queries, candidates)) if q.targets & set(ids)]
@@ -320,31 +331,58 @@ def test_served_ranker_scores_like_in_training(ranked_run):
     assert cold
     for i, j in cold:
         ids, x_train = candidates[i][0], x[starts[j]:starts[j + 1]]
-        has_text = searcher.ranking.table.modal["text"][1][table.rows(ids)]
+        has_text = searcher.pipeline.table.modal["text"][1][table.rows(ids)]
         assert (x_train[:, COL["text_missing"]] == ~has_text).all() and x_train[:, COL["text_sim"]].std() > 0
         hits = searcher.search(text=text_of[queries[i].user], k=50)
         row = {pid: r for r, pid in enumerate(ids)}
         shared = [h for h in hits if h.id in row]
         assert len(shared) >= 25  # served candidates are the training ones plus the user's history
         x_shared = x_train[[row[h.id] for h in shared]]
-        trained = searcher.ranking.scorer.score(x_shared)
+        trained = searcher.pipeline.scorer.score(x_shared)
         np.testing.assert_allclose([h.stages["retrieval"] for h in shared], x_shared[:, COL["retrieval"]], atol=1e-5)
         np.testing.assert_allclose([h.stages["score"] for h in shared], trained, rtol=1e-5, atol=1e-5)
         fused_only = x_shared.copy()
         fused_only[:, [COL["text_sim"], COL["image_sim"]]] = 0
         fused_only[:, [COL["text_missing"], COL["image_missing"]]] = 1
-        assert np.abs(searcher.ranking.scorer.score(fused_only) - trained).max() > 1e-3  # the raw features count
+        assert np.abs(searcher.pipeline.scorer.score(fused_only) - trained).max() > 1e-3  # the raw features count
+
+
+def test_served_queries_are_built_as_in_training(ranked_run, monkeypatch):
+    """Serving and training build a user's ranking query with the same ``RankingPipeline.query``: for the same
+    text, user history and raw features, the served features equal the ones training computes."""
+    run_dir, *_ = ranked_run
+    searcher = Searcher.from_run(run_dir)
+    user = searcher.catalog.interactions[0].user
+    served = []
+    original = RankingPipeline.rank
+
+    def spy(self, ids, scores, vectors, query, k, mmr_lambda=None):
+        served.append((ids, scores, vectors, query))
+        return original(self, ids, scores, vectors, query, k, mmr_lambda)
+
+    monkeypatch.setattr(RankingPipeline, "rank", spy)
+    searcher.search(text="red leather wallet", user=user, k=5)
+    ids, scores, vectors, query = served[-1]
+    raw = searcher.encoder.query_features(text="red leather wallet")
+    vector = searcher.encoder.embed_queries(raw).detach().numpy()[0]
+    pipe = searcher.pipeline
+    trained = pipe.query(vector, searcher.index.vectors, searcher.user_history(user), True,
+                         split_query_features(raw, pipe.table.modal)[0])
+    rows = pipe.table.rows(ids)
+    np.testing.assert_array_equal(build_features(pipe.table, rows, scores, vectors, query),
+                                  build_features(pipe.table, rows, scores, vectors, trained))
+    assert query.user is not None and len(query.anchors) > 0 and set(query.modal) == {"text"}
 
 
 def test_query_features_are_split_per_query_for_the_stored_modalities(ranked_run):
     run_dir, *_ = ranked_run
     searcher = Searcher.from_run(run_dir)
-    text_only = {"text": searcher.ranking.table.modal["text"]}
+    text_only = {"text": searcher.pipeline.table.modal["text"]}
     features = searcher.encoder.query_features(text=["wireless mouse", "espresso machine"])
     raw = split_query_features(features, text_only)
     assert [set(r) for r in raw] == [{"text"}, {"text"}]
     expected, _ = searcher.encoder.feature_extractor("text").encode(["wireless mouse"], progress=False)
     np.testing.assert_allclose(raw[0]["text"], expected[0], atol=1e-6)
-    assert split_query_features(features, {"image": searcher.ranking.table.modal.get("image")}) == [{}, {}]
+    assert split_query_features(features, {"image": searcher.pipeline.table.modal.get("image")}) == [{}, {}]
     with pytest.raises(ValueError, match="cannot read query image"):
         searcher.encoder.query_features(image="no-such.jpg")

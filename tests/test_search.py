@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from gnn_mmsearch.cli import main
 from gnn_mmsearch.data import split_products
-from gnn_mmsearch.evaluation import title_queries
-from gnn_mmsearch.pipeline import served_query_metrics
+from gnn_mmsearch.evaluation import served_query_metrics, title_queries
+from gnn_mmsearch.ranking import RankingPipeline
 from gnn_mmsearch.search import Searcher
 
 TEXTS = ["wireless mouse", "red leather wallet", "espresso machine"]
@@ -164,31 +164,37 @@ def test_empty_result_set_says_no_results(run_dir, capsys):
 
 # ----------------------------------------------------------------------------------------------- diversity
 @pytest.fixture(scope="module")
-def title_query_set(run_dir, searcher) -> tuple[np.ndarray, list[str]]:
-    """The run's held-out title queries (as the pipeline builds them), encoded, and their target ids."""
+def title_query_set(run_dir, searcher) -> tuple[np.ndarray, list, list[str]]:
+    """The run's held-out title queries (as the job builds them): vectors, rank queries and target ids."""
     cfg = OmegaConf.load(run_dir / "config.yaml")
     catalog = searcher.catalog
-    holdout = split_products(len(catalog), cfg.data.split.query_holdout_ratio, cfg.seed)
+    holdout = split_products(len(catalog), cfg.split.query_holdout_ratio, cfg.seed)
     queries, targets = title_queries(catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
-    return searcher.encoder.encode_query(text=queries).numpy(), [catalog.ids[t] for t in targets]
+    vectors = searcher.encoder.encode_query(text=queries).numpy()
+    return vectors, [searcher.pipeline.query(v, searcher.index.vectors) for v in vectors], [catalog.ids[t] for t in targets]
 
 
-def test_run_reports_diversity_of_the_served_index(run_dir, searcher, title_query_set):
+def test_run_reports_diversity_of_the_served_lists(run_dir, searcher, title_query_set):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 < metrics["diversity/ild@10"] <= 2.0
     assert 0.1 <= metrics["diversity/coverage@10"] <= 1.0  # distinct leaf categories in the top 10, / 10
-    assert not any(k.startswith(("diversity_mmr/", "text_query_mmr/")) for k in metrics)  # rerank=none
-    # the same figures recomputed from the saved index and encoder
-    rerank = OmegaConf.create({"mmr_lambda": None, "candidates": 100})
-    again = served_query_metrics(searcher.index, *title_query_set, searcher.catalog, rerank, 10)
+    assert not any(k.startswith(("diversity_mmr/", "text_query_mmr/")) for k in metrics)  # ranking=none
+    # the same figures recomputed from the saved index and encoder, through the served path
+    again = served_query_metrics(searcher, *title_query_set, 10)
     assert again == pytest.approx({k: metrics[k] for k in again}, abs=1e-4)
 
 
 def test_mmr_metrics_when_mmr_is_configured(searcher, title_query_set):
-    rerank = OmegaConf.create({"mmr_lambda": 0.3, "candidates": 100})
-    metrics = served_query_metrics(searcher.index, *title_query_set, searcher.catalog, rerank, 10)
+    diversified = Searcher(searcher.encoder, searcher.index, searcher.catalog,
+                           RankingPipeline(searcher.pipeline.table, mmr_lambda=0.3, candidates=100))
+    metrics = served_query_metrics(diversified, *title_query_set, 10)
     assert set(metrics) == {"diversity/ild@10", "diversity/coverage@10", "text_query_mmr/recall@10",
                             "text_query_mmr/ndcg@10", "diversity_mmr/ild@10", "diversity_mmr/coverage@10"}
     assert metrics["diversity_mmr/ild@10"] > metrics["diversity/ild@10"]
     assert metrics["diversity_mmr/coverage@10"] > metrics["diversity/coverage@10"]
     assert 0.0 <= metrics["text_query_mmr/ndcg@10"] <= metrics["text_query_mmr/recall@10"] <= 1.0
+    # the metrics score exactly the lists `search` serves
+    served = [h.id for h in diversified.search_batch(["wireless mouse"], k=10)[0]]
+    vector = diversified.encoder.encode_query(text="wireless mouse").numpy()
+    listed = diversified.serve(vector, [diversified.pipeline.query(vector[0], diversified.index.vectors)], 10)[0].ids
+    assert served == listed

@@ -17,7 +17,6 @@ import csv
 import hashlib
 import json
 import logging
-import shutil
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .amazon_formats import FORMATS, META_PARSERS, REVIEW_PARSERS, MetaRecord, ReviewRecord, open_lines
 from .catalog import EDGE_TYPES, Catalog, Edge, Interaction, Product
+from .sources import CATALOG_SOURCES, CatalogSource
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,11 @@ _SHOWN = 5  # malformed lines logged one by one per file; the rest are only coun
 T = TypeVar("T")
 
 
+@CATALOG_SOURCES.register("amazon")
 @dataclass
-class AmazonConfig:
+class AmazonConfig(CatalogSource):
+    """Where the Amazon files are and how to read them (``data=amazon``); a cached catalog source."""
+
     format: str
     meta_path: str
     reviews_path: str | None = None
@@ -51,6 +54,21 @@ class AmazonConfig:
             raise ValueError(f"unknown Amazon format {self.format!r} ({' | '.join(FORMATS)})")
         if self.k_core < 0:
             raise ValueError(f"k_core must be >= 0, got {self.k_core}")
+
+    def cache_key(self) -> str:
+        """``amazon-`` + a hash of the config, the loader version and the input files' size and mtime."""
+        stats = {}
+        for path in (self.meta_path, self.reviews_path, self.images_dir):
+            if path:
+                st = Path(path).expanduser().stat()
+                stats[str(Path(path).expanduser().resolve())] = (st.st_size, st.st_mtime_ns)
+        blob = json.dumps({"cfg": asdict(self), "files": stats, "version": LOADER_VERSION}, sort_keys=True)
+        return f"amazon-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+    def build(self, root: Path) -> None:
+        catalog = load_amazon(self)
+        save_image_urls(catalog, root)
+        catalog.save(root)
 
 
 @dataclass
@@ -166,7 +184,7 @@ def _product(record: MetaRecord, ratings: list[float], count: int, images_dir: P
 
 def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
     """Read the metadata (and reviews) of ``cfg`` into a catalog. ``catalog.meta`` holds ``load_report`` (the
-    counts) and ``image_urls`` (id -> URL; :func:`load_or_build` moves them to ``image_urls.tsv``)."""
+    counts) and ``image_urls`` (id -> URL; :meth:`AmazonConfig.build` moves them to ``image_urls.tsv``)."""
     report = LoadReport()
     records = _read_meta(cfg, report)
     interactions: list[Interaction] = []
@@ -205,36 +223,9 @@ def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
     return Catalog(products, edges, interactions, name=name or Path(cfg.meta_path).name.split(".")[0], meta=meta)
 
 
-def cache_key(cfg: AmazonConfig) -> str:
-    """Hash of the config, the loader version and the input files' size and mtime (and the images folder's)."""
-    stats = {}
-    for path in (cfg.meta_path, cfg.reviews_path, cfg.images_dir):
-        if path:
-            st = Path(path).expanduser().stat()
-            stats[str(Path(path).expanduser().resolve())] = (st.st_size, st.st_mtime_ns)
-    blob = json.dumps({"cfg": asdict(cfg), "files": stats, "version": LOADER_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
 def save_image_urls(catalog: Catalog, root: Path) -> None:
     """``image_urls.tsv`` (id, url) beside the catalog files, taken out of ``catalog.meta``."""
     with open(root / IMAGE_URLS, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
         w.writerow(["id", "url"])
         w.writerows(catalog.meta.pop("image_urls", {}).items())
-
-
-def load_or_build(cfg: AmazonConfig, cache_root: str | Path) -> Catalog:
-    """The catalog for ``cfg`` under ``cache_root/amazon-<key>``, read from the Amazon files once."""
-    root = Path(cache_root).expanduser() / f"amazon-{cache_key(cfg)}"
-    if (root / "catalog.json").exists():
-        log.info("loading Amazon catalog from %s", root)
-        return Catalog.load(root)
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    catalog = load_amazon(cfg)
-    tmp.mkdir(parents=True)
-    save_image_urls(catalog, tmp)
-    catalog.save(tmp)
-    tmp.replace(root)  # atomic: an interrupted load never leaves a half catalog behind
-    return Catalog.load(root)

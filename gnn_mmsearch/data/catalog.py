@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 EDGE_TYPES = ("also_buy", "also_view", "bought_together")
+MODALITIES = ("image", "text")  # what a product can carry besides its fields; models keep this order
 
 
 @dataclass

@@ -11,9 +11,7 @@ import csv
 import http.client
 import io
 import logging
-import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +24,7 @@ from typing import Iterable, Iterator
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_write
 from .amazon import IMAGE_URLS, read_records
 from .amazon_formats import META_PARSERS
 
@@ -86,24 +85,13 @@ def _check_image(body: bytes) -> None:
         raise _Fatal("not_image") from None
 
 
-def _write_atomic(path: Path, body: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def download_one(url: str, path: Path, timeout: float, retries: int, backoff: float) -> str | None:
     """Fetch one image into ``path``; ``None`` on success, else the reason of the last failure."""
     for attempt in range(retries + 1):
         try:
             body = _fetch(url, timeout)
             _check_image(body)
-            _write_atomic(path, body)
+            atomic_write(path, body)
             return None
         except _Fatal as err:
             return err.args[0]

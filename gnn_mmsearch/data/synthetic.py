@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .catalog import Catalog, Edge, Interaction, Product
+from .sources import CATALOG_SOURCES, CatalogSource
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,11 @@ BASE_PRICE = {"Phones": 500, "Laptops": 900, "Cameras": 600, "Coffee Makers": 15
               "Running Shoes": 90, "Handbags": 80, "Headphones": 70, "Keyboards": 60, "Tripods": 45}
 
 
+@CATALOG_SOURCES.register("synthetic")
 @dataclass
-class SyntheticConfig:
+class SyntheticConfig(CatalogSource):
+    """The generator's options (``data=synthetic``); a cached catalog source."""
+
     num_products: int = 2000
     num_users: int = 600
     collection_size: int = 12
@@ -110,25 +113,28 @@ class SyntheticConfig:
     missing_text_rate: float = 0.02
     seed: int = 0
 
+    def __post_init__(self):
+        for name, low in (("num_products", 1), ("num_users", 0), ("collection_size", 1), ("image_size", 8)):
+            if int(getattr(self, name)) < low:
+                raise ValueError(f"data.{name} must be at least {low}, got {getattr(self, name)}")
+        for name in ("missing_image_rate", "missing_description_rate", "missing_text_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.baskets_per_product < 0:
+            raise ValueError(f"data.baskets_per_product must be >= 0, got {self.baskets_per_product}")
+
     def key(self) -> str:
         blob = json.dumps(self.__dict__, sort_keys=True) + f"v{GENERATOR_VERSION}"
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    def cache_key(self) -> str:
+        return f"synthetic-{self.num_products}-s{self.seed}-{self.key()}"
+
+    def build(self, root: Path) -> None:
+        generate(self, root)
+
 
 GENERATOR_VERSION = 2
-
-
-def load_or_generate(cfg: SyntheticConfig, cache_root: str | Path) -> Catalog:
-    """The catalog for ``cfg`` under ``cache_root``, generated once and then loaded from disk."""
-    root = Path(cache_root).expanduser() / f"synthetic-{cfg.num_products}-s{cfg.seed}-{cfg.key()}"
-    if (root / "catalog.json").exists():
-        log.info("loading synthetic catalog from %s", root)
-        return Catalog.load(root)
-    tmp = root.with_name(root.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    generate(cfg, tmp)
-    tmp.replace(root)  # atomic: a killed generation never leaves a half catalog behind
-    return Catalog.load(root)
 
 
 def generate(cfg: SyntheticConfig, root: str | Path) -> Catalog:

@@ -15,13 +15,14 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 import uuid
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,6 @@ def file_key(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class FeatureCache:
     """Key -> vector store for one encoder ``config`` (which must carry the vector size as ``config["dim"]``)."""
 
@@ -70,7 +60,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         config_file = self.dir / "config.json"
         if not config_file.exists():
-            _atomic_write(config_file, json.dumps(self.config, indent=2, sort_keys=True).encode())
+            atomic_write(config_file, json.dumps(self.config, indent=2, sort_keys=True).encode())
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.dir)!r})"
@@ -110,4 +100,4 @@ class FeatureCache:
             raise ValueError(f"store: {len(keys)} keys, vectors {vectors.shape}, ok {ok.shape}, dim {self.dim}")
         buf = io.BytesIO()
         np.savez(buf, keys=np.asarray(keys, dtype=str), vectors=np.where(ok[:, None], vectors, np.float32(0)), ok=ok)
-        _atomic_write(self.dir / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:8]}.npz", buf.getvalue())
+        atomic_write(self.dir / f"shard-{time.time_ns()}-{uuid.uuid4().hex[:8]}.npz", buf.getvalue())

@@ -4,14 +4,17 @@
     index.add(vectors, ids, attributes)
     result = index.search(queries, k=10, filter=Filter.parse("category=Phones;price<=100"))
     index.save("catalog.idx"); index = load_index("catalog.idx", dim=128)
+
+A new kind: subclass ``VectorIndex`` and decorate it with ``@INDEXES.register("name")`` (then ``index.kind=name``).
 """
-from .base import SearchResult, VectorIndex, create_index, list_indexes, load_index, register_index
+from .base import INDEXES, SearchResult, VectorIndex, create_index, load_index
 from .exact import ExactIndex
 from .filters import Filter
 from .hashing import HashingIndex
 from .hnsw import HNSWIndex
 
 __all__ = [
+    "INDEXES",
     "ExactIndex",
     "Filter",
     "HNSWIndex",
@@ -19,7 +22,5 @@ __all__ = [
     "SearchResult",
     "VectorIndex",
     "create_index",
-    "list_indexes",
     "load_index",
-    "register_index",
 ]

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO, Iterator, Union
 
 import numpy as np
 
+from .._atomic import atomic_file
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"GMMSIDX\n"
@@ -109,19 +111,11 @@ def write(path: str | Path, header: dict, sections: dict[str, Section]) -> None:
         table[name] = entry
     head = _json_bytes({**header, "format_version": FORMAT_VERSION, "sections": table})
     data_start = _align(len(MAGIC) + 8 + len(head))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + struct.pack("<Q", len(head)) + head)
-            for name, value in sections.items():
-                f.write(b"\0" * (data_start + table[name]["offset"] - f.tell()))
-                _write_section(f, value)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb", fsync=True) as f:
+        f.write(MAGIC + struct.pack("<Q", len(head)) + head)
+        for name, value in sections.items():
+            f.write(b"\0" * (data_start + table[name]["offset"] - f.tell()))
+            _write_section(f, value)
     _fsync_dir(path.parent)
     log.debug("wrote %s (%d bytes)", path, data_start + offset)
 

@@ -12,46 +12,24 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from .._registry import Registry
 from . import _io
 from .filters import AttributeStore, Filter
 
 log = logging.getLogger(__name__)
 
 METRICS = ("cosine",)
-_REGISTRY: dict[str, type["VectorIndex"]] = {}
-
-
-def register_index(kind: str) -> Callable[[type["VectorIndex"]], type["VectorIndex"]]:
-    """Class decorator registering a :class:`VectorIndex` subclass under ``kind``."""
-
-    def wrap(cls: type[VectorIndex]) -> type[VectorIndex]:
-        if kind in _REGISTRY:
-            raise ValueError(f"index kind {kind!r} is already registered")
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
-
-    return wrap
-
-
-def list_indexes() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def _lookup(kind: str) -> type["VectorIndex"]:
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise ValueError(f"unknown index kind {kind!r}; available: {', '.join(list_indexes())}") from None
+INDEXES: Registry[type["VectorIndex"]] = Registry("index")
 
 
 def create_index(kind: str, dim: int, **kwargs) -> "VectorIndex":
-    """Build an empty index of a registered ``kind`` (``exact``, ``hnsw``, ``hashing``)."""
-    return _lookup(kind)(dim=dim, **kwargs)
+    """Build an empty index of a registered ``kind`` (``exact``, ``hnsw``, ``hashing``, or one registered in
+    :data:`INDEXES`)."""
+    return INDEXES.create(kind, dim=dim, **kwargs)
 
 
 def load_index(path: str | Path, dim: int | None = None, metric: str | None = None, **options) -> "VectorIndex":
@@ -68,7 +46,7 @@ def load_index(path: str | Path, dim: int | None = None, metric: str | None = No
     for key, want in (("dim", dim), ("metric", metric)):
         if want is not None and h[key] != want:
             raise ValueError(f"{path}: index has {key}={h[key]!r} but {key}={want!r} was requested")
-    index = _lookup(h["kind"])(dim=h["dim"], metric=h["metric"], **{**h["params"], **options})
+    index = INDEXES.get(h["kind"])(dim=h["dim"], metric=h["metric"], **{**h["params"], **options})
     index._restore(reader)
     if len(index) != h["count"]:
         raise ValueError(f"{path}: header says {h['count']} items, file holds {len(index)}")
@@ -115,7 +93,11 @@ def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class VectorIndex(ABC):
     """Cosine-similarity index over vectors with string ids and optional attributes. Not thread-safe."""
 
-    kind: ClassVar[str]
+
+    @property
+    def kind(self) -> str:
+        """The name this index class is registered under (saved in the file, used to load it back)."""
+        return INDEXES.name_of(self)
 
     def __init__(self, dim: int, metric: str = "cosine"):
         if metric not in METRICS:

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from . import _io
-from .base import VectorIndex, register_index
+from .base import INDEXES, VectorIndex
 
 
-@register_index("exact")
+@INDEXES.register("exact")
 class ExactIndex(VectorIndex):
     """All vectors in one ``float32`` matrix; filters become masks (or a gathered subset when selective).
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _io
-from .base import VectorIndex, register_index, topk
+from .base import INDEXES, VectorIndex, topk
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def fit_itq(x: np.ndarray, bits: int, iters: int, rng: np.random.Generator) -> t
     return mean.astype(np.float32), (pca @ rotation).astype(np.float32)
 
 
-@register_index("hashing")
+@INDEXES.register("hashing")
 class HashingIndex(VectorIndex):
     """Hamming search over ``bits``-bit codes, then exact re-scoring of the best ``rerank`` candidates.
 

@@ -22,12 +22,12 @@ import hnswlib
 import numpy as np
 
 from . import _io
-from .base import VectorIndex, register_index, topk
+from .base import INDEXES, VectorIndex, topk
 
 log = logging.getLogger(__name__)
 
 
-@register_index("hnsw")
+@INDEXES.register("hnsw")
 class HNSWIndex(VectorIndex):
     """Approximate index on an HNSW graph.
 

@@ -1,5 +1,5 @@
-from .fusion import AttentionFusion, ConcatFusion, WeightedFusion, create_fusion, list_fusions, register_fusion
-from .graph import GraphPropagation, list_convs, normalized_adjacency
+from .fusion import FUSIONS, AttentionFusion, ConcatFusion, WeightedFusion
+from .graph import CONVS, GraphPropagation, normalized_adjacency
 
-__all__ = ["AttentionFusion", "ConcatFusion", "WeightedFusion", "create_fusion", "list_fusions", "register_fusion",
-           "GraphPropagation", "list_convs", "normalized_adjacency"]
+__all__ = ["FUSIONS", "AttentionFusion", "ConcatFusion", "WeightedFusion", "CONVS", "GraphPropagation",
+           "normalized_adjacency"]

@@ -9,24 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-_FUSIONS: dict[str, type[nn.Module]] = {}
+from .._registry import Registry
 
-
-def register_fusion(name: str):
-    def wrap(cls):
-        _FUSIONS[name] = cls
-        return cls
-    return wrap
-
-
-def create_fusion(name: str, num_modalities: int, hidden_dim: int, **kwargs) -> nn.Module:
-    if name not in _FUSIONS:
-        raise ValueError(f"unknown fusion {name!r}; choose one of {sorted(_FUSIONS)}")
-    return _FUSIONS[name](num_modalities, hidden_dim, **kwargs)
-
-
-def list_fusions() -> list[str]:
-    return sorted(_FUSIONS)
+FUSIONS: Registry[type[nn.Module]] = Registry("fusion")  # built as FUSIONS.create(name, num_modalities, hidden_dim, **kwargs)
 
 
 class _Fusion(nn.Module):
@@ -41,7 +26,7 @@ class _Fusion(nn.Module):
         return torch.where(empty_rows, self.empty.expand_as(fused), fused)
 
 
-@register_fusion("concat")
+@FUSIONS.register("concat")
 class ConcatFusion(_Fusion):
     """Concatenate modality tokens (a learned token stands in for a missing one) and mix with a linear layer."""
 
@@ -56,7 +41,7 @@ class ConcatFusion(_Fusion):
         return self._fill_empty(self.mix(tokens.flatten(1)), mask)
 
 
-@register_fusion("weighted")
+@FUSIONS.register("weighted")
 class WeightedFusion(_Fusion):
     """A learned weight per modality, softmax-normalised over the modalities a product has."""
 
@@ -71,7 +56,7 @@ class WeightedFusion(_Fusion):
         return self._fill_empty((weights.unsqueeze(-1) * tokens).sum(1), mask)
 
 
-@register_fusion("attention")
+@FUSIONS.register("attention")
 class AttentionFusion(_Fusion):
     """A learned query attends over modality tokens (plus modality-type embeddings); masks are respected."""
 

@@ -1,8 +1,9 @@
 """Graph propagation: a stack of PyG convolutions whose layer outputs are averaged (0 layers = identity).
 
+Convolutions come from the :data:`CONVS` registry (``model.gnn.conv``, options ``model.gnn.conv_kwargs``).
 ``lightgcn`` (default) is PyG's ``LGConv``: symmetric GCN-normalised neighbour averaging with no weights
-(He et al., LightGCN, 2020). ``gcn`` / ``sage`` / ``gat`` are the learnable ``GCNConv`` / ``SAGEConv`` /
-``GATConv`` followed by LayerNorm, ReLU and dropout. Averaging the outputs of every depth (as LightGCN and
+(He et al., LightGCN, 2020); ``gcn`` / ``sage`` / ``gat`` are PyG's ``GCNConv`` / ``SAGEConv`` / ``GATConv``. A
+convolution with parameters is followed by LayerNorm, ReLU and dropout. Averaging the outputs of every depth (as LightGCN and
 jumping-knowledge networks do) keeps each product's own content in its embedding.
 """
 from __future__ import annotations
@@ -14,12 +15,7 @@ from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, LGConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
-_CONVS = {
-    "lightgcn": lambda dim, normalize=True: LGConv() if normalize else SymmetricLGConv(),
-    "gcn": lambda dim, normalize=True: GCNConv(dim, dim, normalize=normalize),
-    "sage": lambda dim, normalize=True: SAGEConv(dim, dim),
-    "gat": lambda dim, normalize=True: GATConv(dim, dim // 4, heads=4),
-}
+from .._registry import Registry
 
 
 class _SymmetricSpMM(torch.autograd.Function):
@@ -46,8 +42,27 @@ class SymmetricLGConv(LGConv):
         return _SymmetricSpMM.apply(adj_t, x)
 
 
-def list_convs() -> list[str]:
-    return sorted(_CONVS)
+CONVS: Registry = Registry("convolution")  # name -> factory(dim, **conv_kwargs) -> a MessagePassing layer
+
+
+@CONVS.register("lightgcn")
+def lightgcn(dim: int, normalize: bool = True) -> LGConv:
+    return LGConv() if normalize else SymmetricLGConv()
+
+
+@CONVS.register("gcn")
+def gcn(dim: int, normalize: bool = True, **kwargs) -> GCNConv:
+    return GCNConv(dim, dim, normalize=normalize, **kwargs)
+
+
+@CONVS.register("sage")
+def sage(dim: int, **kwargs) -> SAGEConv:
+    return SAGEConv(dim, dim, **kwargs)
+
+
+@CONVS.register("gat")
+def gat(dim: int, heads: int = 4, **kwargs) -> GATConv:
+    return GATConv(dim, dim // heads, heads=heads, **kwargs)
 
 
 class GraphPropagation(nn.Module):
@@ -59,12 +74,11 @@ class GraphPropagation(nn.Module):
     """
 
     def __init__(self, dim: int, num_layers: int, conv: str = "lightgcn", dropout: float = 0.1,
-                 normalize: bool = True):
+                 normalize: bool = True, conv_kwargs: dict | None = None):
         super().__init__()
-        if conv not in _CONVS:
-            raise ValueError(f"unknown conv {conv!r}; choose one of {list_convs()}")
-        self.convs = nn.ModuleList(_CONVS[conv](dim, normalize) for _ in range(num_layers))
-        learnable = conv != "lightgcn"
+        kwargs = {**(conv_kwargs or {}), **({} if normalize else {"normalize": False})}
+        self.convs = nn.ModuleList(CONVS.create(conv, dim, **kwargs) for _ in range(num_layers))
+        learnable = any(p.requires_grad for c in self.convs for p in c.parameters())
         self.post = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(dim), nn.ReLU(), nn.Dropout(dropout)) if learnable else nn.Identity()
             for _ in range(num_layers))

@@ -1,5 +1,5 @@
 from . import bpr, lightgcn, mmgraph  # noqa: F401  (register the recommenders)
-from ._recommender import Recommender, create_recommender, list_recommenders
+from ._recommender import RECOMMENDERS, Recommender, create_recommender
 from .encoder import EncoderConfig, MultimodalGraphEncoder
 
-__all__ = ["EncoderConfig", "MultimodalGraphEncoder", "Recommender", "create_recommender", "list_recommenders"]
+__all__ = ["EncoderConfig", "MultimodalGraphEncoder", "RECOMMENDERS", "Recommender", "create_recommender"]

@@ -6,29 +6,16 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .._registry import Registry
 from ..layers import normalized_adjacency
 
-_RECOMMENDERS: dict[str, type["Recommender"]] = {}
-
-
-def register_recommender(name: str):
-    def wrap(cls):
-        _RECOMMENDERS[name] = cls
-        cls.name = name
-        return cls
-    return wrap
-
-
-def list_recommenders() -> list[str]:
-    return sorted(_RECOMMENDERS)
+RECOMMENDERS: Registry[type["Recommender"]] = Registry("recommender")
 
 
 def create_recommender(name: str, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
                        **kwargs) -> "Recommender":
     """Build recommender ``name`` for the ``users x items`` training matrix (and optional item features)."""
-    if name not in _RECOMMENDERS:
-        raise ValueError(f"unknown recommender {name!r}; choose one of {list_recommenders()}")
-    return _RECOMMENDERS[name](train, item_features=item_features or {}, **kwargs)
+    return RECOMMENDERS.create(name, train, item_features=item_features or {}, **kwargs)
 
 
 def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
@@ -42,9 +29,8 @@ def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
 
 class Recommender(nn.Module):
     """Subclasses implement :meth:`forward` (all user and item embeddings) and :meth:`loss` on a batch of
-    ``(user, positive item, sampled negative item)`` triples."""
-
-    name = "recommender"
+    ``(user, positive item, sampled negative item)`` triples. Register one with ``@RECOMMENDERS.register(name)``;
+    it is built as ``cls(train, item_features=..., **recommender_config)``."""
 
     def __init__(self, train: sp.csr_matrix):
         super().__init__()

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from ..losses import BPRLoss, embedding_norm
-from ._recommender import Recommender, register_recommender
+from ._recommender import RECOMMENDERS, Recommender
 
 
-@register_recommender("bpr")
+@RECOMMENDERS.register("bpr")
 class BPRMF(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features=None, embedding_dim: int = 64, reg_weight: float = 1e-4):
         super().__init__(train)

@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..data.catalog import Catalog, Edge, Product
-from ..layers import GraphPropagation, create_fusion
+from ..data.catalog import MODALITIES, Catalog, Edge, Product
+from ..layers import FUSIONS, GraphPropagation
 
-MODALITIES = ("image", "text")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
@@ -35,9 +34,11 @@ class EncoderConfig:
     hidden_dim: int = 256
     out_dim: int = 128
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
-    fusion: str = "attention"
+    fusion: str = "attention"             # a name in layers.FUSIONS
+    fusion_kwargs: dict = field(default_factory=dict)
     gnn_layers: int = 2
-    conv: str = "lightgcn"
+    conv: str = "lightgcn"                # a name in layers.CONVS
+    conv_kwargs: dict = field(default_factory=dict)
     dropout: float = 0.1
     graph_edge_types: list[str] = field(default_factory=lambda: ["also_buy", "bought_together"])
     features: dict = field(default_factory=dict)  # feature-extractor config: {"image": {...}, "text": {...}}
@@ -63,8 +64,8 @@ class MultimodalGraphEncoder(nn.Module):
         c = self.config
         self.proj = nn.ModuleDict({"image": _projection(c.image_dim, c.hidden_dim, c.dropout),
                                    "text": _projection(c.text_dim, c.hidden_dim, c.dropout)})
-        self.fusion = create_fusion(c.fusion, len(MODALITIES), c.hidden_dim)
-        self.gnn = GraphPropagation(c.hidden_dim, c.gnn_layers, c.conv, c.dropout)
+        self.fusion = FUSIONS.create(c.fusion, len(MODALITIES), c.hidden_dim, **c.fusion_kwargs)
+        self.gnn = GraphPropagation(c.hidden_dim, c.gnn_layers, c.conv, c.dropout, conv_kwargs=c.conv_kwargs)
         self.head = nn.Linear(c.hidden_dim, c.out_dim)
         self.query_towers = nn.ModuleDict({m: _tower(c.hidden_dim, c.out_dim) for m in MODALITIES})
         self._extractors: dict = {}

@@ -8,10 +8,10 @@ from torch import nn
 
 from ..layers import GraphPropagation
 from ..losses import BPRLoss, embedding_norm
-from ._recommender import Recommender, register_recommender, user_item_adjacency
+from ._recommender import RECOMMENDERS, Recommender, user_item_adjacency
 
 
-@register_recommender("lightgcn")
+@RECOMMENDERS.register("lightgcn")
 class LightGCN(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features=None, embedding_dim: int = 64, layers: int = 2,
                  reg_weight: float = 1e-4):

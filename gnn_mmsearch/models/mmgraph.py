@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import GraphPropagation, create_fusion
+from ..layers import FUSIONS, GraphPropagation
 from ..losses import InfoNCELoss
-from ._recommender import Recommender, register_recommender, user_item_adjacency
+from ._recommender import RECOMMENDERS, Recommender, user_item_adjacency
 
 
-@register_recommender("mmgraph")
+@RECOMMENDERS.register("mmgraph")
 class MultimodalGraphRecommender(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
                  embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2,
@@ -36,7 +36,7 @@ class MultimodalGraphRecommender(Recommender):
             self.register_buffer(f"{m}_mask", feats.abs().sum(1) > 0, persistent=False)
         self.projections = nn.ModuleDict({m: nn.Linear(features[m].shape[1], embedding_dim)
                                           for m in self.modalities})
-        self.fusion = create_fusion(fusion, 1 + len(self.modalities), embedding_dim) if self.modalities else None
+        self.fusion = FUSIONS.create(fusion, 1 + len(self.modalities), embedding_dim) if self.modalities else None
         self.propagate = GraphPropagation(embedding_dim, layers, "lightgcn", normalize=False)
         self.adjacency = user_item_adjacency(train)
         self.infonce = InfoNCELoss(temperature, symmetric=False, in_batch=in_batch_negatives)

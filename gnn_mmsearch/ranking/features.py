@@ -16,6 +16,7 @@ Columns (:data:`FEATURES`), with the default used when a value is missing (NaN, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,7 +25,6 @@ from ..data.catalog import Catalog
 
 FEATURES = ("retrieval", "text_sim", "image_sim", "graph", "degree", "popularity", "price", "rating", "personal",
             "text_missing", "image_missing", "price_missing", "rating_missing", "personal_missing")
-GRAPH_EDGE_TYPES = ("also_buy", "bought_together")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -63,10 +63,11 @@ class ItemTable:
     modal: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (float16 unit rows, ok)
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog, modal: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                     edge_types=GRAPH_EDGE_TYPES) -> "ItemTable":
-        """``modal``: optional raw product features per modality, ``name -> ([N, d], ok [N])`` (e.g. a run's
-        saved ones, ``modal.load_modal``); kept as float16 unit rows."""
+    def from_catalog(cls, catalog: Catalog, edge_types: Sequence[str],
+                     modal: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> "ItemTable":
+        """``edge_types``: the links the ``graph`` / ``degree`` features count (the run's ``split.graph_edge_types``);
+        ``modal``: optional raw product features per modality, ``name -> ([N, d], ok [N])`` (e.g. a run's saved
+        ones, ``modal.load_modal``); kept as float16 unit rows."""
         def column(name):
             return np.array([np.nan if getattr(p, name) is None else getattr(p, name) for p in catalog.products],
                             np.float64)

@@ -1,18 +1,16 @@
 """Learning to rank: LambdaMART (LightGBM's ``lambdarank``) and RankSVM (a linear SVM on feature differences).
 
 Both fit ``(x [n, F], y [n] graded relevance, groups [Q] candidates per query)``, ``score(x)`` one value per row,
-and ``save(dir)`` / :func:`load_ranker` (``ranker.json`` + the model), which gives identical scores after reload.
+and ``save(dir)`` / ``load_ranker`` (``ranker.json`` + the model), which gives identical scores after reload.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from ._ranker import RANKERS, save_meta
 from .features import FEATURES
-
-META = "ranker.json"
 
 
 def _check(x: np.ndarray) -> np.ndarray:
@@ -22,8 +20,8 @@ def _check(x: np.ndarray) -> np.ndarray:
     return x
 
 
+@RANKERS.register("lambdamart")
 class LambdaMART:
-    kind = "lambdamart"
 
     def __init__(self, n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
                  min_child_samples: int = 20, seed: int = 0, booster=None):
@@ -48,7 +46,7 @@ class LambdaMART:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / "model.txt"))
-        (directory / META).write_text(json.dumps({"kind": self.kind, "features": FEATURES, "params": self.params}))
+        save_meta(self, directory, params=self.params)
         return directory
 
     @classmethod
@@ -58,11 +56,10 @@ class LambdaMART:
         return cls(**meta["params"], booster=lgb.Booster(model_file=str(directory / "model.txt")))
 
 
+@RANKERS.register("ranksvm")
 class RankSVM:
     """Pairwise ranking (Joachims, 2002): a linear SVM separating ``x_i - x_j`` for pairs of one query with
     ``y_i > y_j``, on standardised features; at most ``max_pairs`` random pairs per query."""
-
-    kind = "ranksvm"
 
     def __init__(self, C: float = 0.1, max_pairs: int = 200, seed: int = 0):
         self.C, self.max_pairs, self.seed = C, max_pairs, seed
@@ -102,8 +99,7 @@ class RankSVM:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: getattr(self, k).tolist() for k in ("mean", "std", "weights")}
-        (directory / META).write_text(json.dumps({"kind": self.kind, "features": FEATURES, "C": self.C,
-                                                  "max_pairs": self.max_pairs, "seed": self.seed, **state}))
+        save_meta(self, directory, C=self.C, max_pairs=self.max_pairs, seed=self.seed, **state)
         return directory
 
     @classmethod
@@ -111,21 +107,3 @@ class RankSVM:
         out = cls(meta["C"], meta["max_pairs"], meta["seed"])
         out.mean, out.std, out.weights = (np.asarray(meta[k], np.float32) for k in ("mean", "std", "weights"))
         return out
-
-
-RANKERS = {c.kind: c for c in (LambdaMART, RankSVM)}
-
-
-def create_ranker(kind: str, **params):
-    if kind not in RANKERS:
-        raise ValueError(f"unknown ranker {kind!r} ({' | '.join(RANKERS)})")
-    return RANKERS[kind](**params)
-
-
-def load_ranker(directory: str | Path):
-    """A ranker saved with ``save``; its feature list must match this version's :data:`FEATURES`."""
-    directory = Path(directory)
-    meta = json.loads((directory / META).read_text())
-    if tuple(meta.get("features", ())) != FEATURES:
-        raise ValueError(f"{directory}: ranker was trained on features {meta.get('features')}, not {FEATURES}")
-    return RANKERS[meta["kind"]]._load(directory, meta)

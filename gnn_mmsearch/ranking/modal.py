@@ -1,6 +1,6 @@
 """Raw per-modality features for the ``text_sim`` / ``image_sim`` ranking features, for products and queries.
 
-A run keeps the products' raw features in ``<run>/ranking_features/``: per modality ``<name>.npy`` (float16 unit
+A run keeps the products' raw features in a folder (``<run>/ranking_features/``): per modality ``<name>.npy`` (float16 unit
 rows, catalog order, zeros where missing) and ``<name>_ok.npy`` (bool mask). A modality no product has is not
 stored; it then reads as missing for every product, exactly as an all-False mask would. Queries get theirs from
 the encoder's own feature extractors (``encoder.query_features``, the pass that also embeds them), so a served
@@ -9,17 +9,15 @@ query is described like a training query.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+from ..data.catalog import MODALITIES
 from .features import unit_float16
 
 if TYPE_CHECKING:
     from ..features import ProductFeatures
-
-MODAL_DIR = "ranking_features"
-MODALITIES = ("text", "image")
 
 Modal = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (rows [N, d], ok [N])
 
@@ -31,9 +29,9 @@ def product_modal(feats: ProductFeatures) -> Modal:
     return {name: (rows, ok) for name, (rows, ok) in out.items() if ok.any()}
 
 
-def save_modal(modal: Modal, run_dir: str | Path) -> Path:
-    """Write ``modal`` (as float16 unit rows) to ``run_dir/ranking_features``; returns that directory."""
-    directory = Path(run_dir) / MODAL_DIR
+def save_modal(modal: Modal, directory: str | Path) -> Path:
+    """Write ``modal`` (as float16 unit rows) to ``directory``; returns it."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for name in MODALITIES:
         for path in (directory / f"{name}.npy", directory / f"{name}_ok.npy"):
@@ -44,9 +42,9 @@ def save_modal(modal: Modal, run_dir: str | Path) -> Path:
     return directory
 
 
-def load_modal(run_dir: str | Path, num_products: int) -> Modal:
-    """The product features a run saved (memory-mapped; empty for a run without them)."""
-    directory = Path(run_dir) / MODAL_DIR
+def load_modal(directory: str | Path, num_products: int) -> Modal:
+    """The product features saved in ``directory`` (memory-mapped; empty when there are none)."""
+    directory = Path(directory)
     out = {}
     for name in MODALITIES:
         if (directory / f"{name}.npy").exists():

@@ -1,6 +1,6 @@
 """Rule-based scoring: a weighted sum of min-max normalised features, with hard filters.
 
-Default weights (``conf/rerank/rules.yaml``): retrieval 1.0, graph 0.3, popularity 0.2, rating 0.1, personal 0.5,
+Default weights (``conf/ranking/rules.yaml``): retrieval 1.0, graph 0.3, popularity 0.2, rating 0.1, personal 0.5,
 price -0.05 (cheaper slightly preferred); any other column of ``FEATURES`` may be weighted. Filters drop
 candidates (score ``-inf``): ``min_rating`` and ``max_price`` (products without a rating / price pass).
 """
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._ranker import RANKERS
 from .features import FEATURES
 from .personalize import minmax
 
 DEFAULT_WEIGHTS = {"retrieval": 1.0, "graph": 0.3, "popularity": 0.2, "rating": 0.1, "personal": 0.5, "price": -0.05}
 
 
+@RANKERS.register("rules")
 class RuleScorer:
     def __init__(self, weights: dict[str, float] | None = None, min_rating: float | None = None,
                  max_price: float | None = None):

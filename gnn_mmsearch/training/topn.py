@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ..data.mmrec import Interactions
 from ..evaluation.topn import evaluate_topn
-from ..models._recommender import Recommender
+from ..models._recommender import RECOMMENDERS, Recommender
+from ._checks import check_positive
 from ._early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,15 @@ class TopNTrainConfig:
     batch_size: int = 2048
     patience: int = 20          # evaluations without improvement before stopping
     eval_every: int = 1
-    monitor: str = "recall@20"
+    monitor: str = "recall@20"  # val/<monitor> picks the epoch kept: recall|ndcg|precision|map@K
+
+    def __post_init__(self):
+        check_positive(self, "max_epochs", "lr", "batch_size", "patience", "eval_every")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        metric, _, k = self.monitor.partition("@")
+        if metric not in ("recall", "ndcg", "precision", "map") or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"train.monitor must be recall|ndcg|precision|map@K, got {self.monitor!r}")
 
 
 class NegativeSampler:
@@ -73,7 +82,7 @@ class TopNTrainer:
         cfg = self.config
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         stopper, stop = EarlyStopping(self.model, cfg.patience), False
-        bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {self.model.name}", unit="epoch", disable=None)
+        bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {RECOMMENDERS.name_of(self.model)}", unit="epoch", disable=None)
         for epoch in bar:
             t = time.perf_counter()
             loss = self._train_epoch(opt)

@@ -13,6 +13,7 @@ from ..evaluation.retrieval import evaluate_copurchase
 from ..features import ProductFeatures
 from ..losses import InfoNCELoss
 from ..models.encoder import MultimodalGraphEncoder
+from ._checks import check_positive
 from ._early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,18 @@ class TrainConfig:
     align_weight: float = 1.0
     supervision_ratio: float = 0.3  # share of train links used as targets each epoch, hidden from message passing
     patience: int = 20
-    monitor: str = "recall@10"
+    monitor: str = "recall@10"  # val/<monitor> picks the epoch kept: recall|precision|ndcg|mrr @ 10|20
+
+    def __post_init__(self):
+        check_positive(self, "max_epochs", "batch_size", "temperature", "num_negatives", "patience")
+        if not 0 < self.supervision_ratio <= 1:
+            raise ValueError(f"train.supervision_ratio must be in (0, 1], got {self.supervision_ratio}")
+        for name in ("lr", "weight_decay", "align_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        metric, _, k = self.monitor.partition("@")
+        if metric not in ("recall", "precision", "ndcg", "mrr") or k not in ("10", "20"):
+            raise ValueError(f"train.monitor must be recall|precision|ndcg|mrr@10|20, got {self.monitor!r}")
 
 
 class Trainer:

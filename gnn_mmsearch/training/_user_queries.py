@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.catalog import Catalog
 from ..index import VectorIndex
-from .features import ItemTable, RankQuery, build_features
+from ..ranking import ItemTable, build_features
 
 
 @dataclass
@@ -57,23 +57,9 @@ def assert_no_leakage(train: list[UserQuery], test: list[UserQuery]) -> None:
         raise AssertionError(f"{len(leaked)} test target(s) in their user's history, e.g. {leaked[0]}")
 
 
-def candidate_lists(index: VectorIndex, queries: list[UserQuery], query_vectors: np.ndarray, depth: int):
-    """Top-``depth`` (ids, scores) per query from the index, history items excluded."""
-    res = index.search(query_vectors, depth, exclude=[q.history for q in queries])
-    return list(zip(res.ids, res.scores))
-
-
-def rank_query(table: ItemTable, index: VectorIndex, q: UserQuery, query_vector: np.ndarray,
-               modal: dict[str, np.ndarray] | None, personalizer=None) -> RankQuery:
-    """The :class:`RankQuery` of a user query (``modal``: its raw features, e.g. ``{"text": [d]}``);
-    ``personalizer=None`` treats the user as cold."""
-    user = None if personalizer is None else personalizer.user(index.vectors(q.history), query_vector)
-    anchors = table.rows(q.history) if personalizer is not None else np.empty(0, np.int64)
-    return RankQuery(anchors=anchors, user=user, modal=dict(modal or {}))
-
-
 def training_examples(table: ItemTable, index: VectorIndex, queries: list[UserQuery], candidates, rank_queries):
-    """``(x, y, groups)`` for rankers: features of every candidate, ``y`` = 1 for the user's targets.
+    """``(x, y, groups)`` for rankers: features of every candidate (``candidates[i]``: ids and index scores of query
+    ``i``, ``rank_queries[i]`` its ``RankingPipeline.query``, as served), ``y`` = 1 for the user's targets.
     Queries whose candidates hold no target are skipped (they carry no ranking signal)."""
     xs, ys, groups = [], [], []
     for q, (ids, scores), rq in zip(queries, candidates, rank_queries):

@@ -1,9 +1,11 @@
-"""Maximal marginal relevance (Carbonell & Goldstein, 1998): trade relevance for diversity when picking results."""
+"""The diversify stage: maximal marginal relevance (Carbonell & Goldstein, 1998) trades relevance for diversity.
+
+The ranking pipeline applies it to the min-max normalised final score of the candidates, so ``mmr_lambda`` means
+the same whatever scored them (the index, rules or a learned ranker).
+"""
 from __future__ import annotations
 
 import numpy as np
-
-from ..index.base import SearchResult, VectorIndex
 
 
 def mmr(relevance: np.ndarray, candidates: np.ndarray, k: int, lambda_: float = 0.5) -> np.ndarray:
@@ -37,25 +39,3 @@ def mmr(relevance: np.ndarray, candidates: np.ndarray, k: int, lambda_: float = 
         picked[step], gain[j] = j, -np.inf
         np.maximum(max_sim, cand @ cand[j], out=max_sim)
     return picked
-
-
-class MMRReranker:
-    """Re-rank candidates with :func:`mmr`; ``rerank`` applies it to a :class:`SearchResult`."""
-
-    def __init__(self, lambda_: float = 0.5, k: int = 10):
-        self.lambda_, self.k = lambda_, k
-
-    def __call__(self, relevance: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        return mmr(relevance, candidates, self.k, self.lambda_)
-
-    def rerank(self, result: SearchResult, index: VectorIndex) -> SearchResult:
-        """Pick ``k`` of each query's results, using their cosine scores as relevance and the index's vectors."""
-        ids, scores = [], []
-        for row_ids, row_scores in zip(result.ids, result.scores):
-            order = self(row_scores, index.vectors(row_ids))
-            ids.append([row_ids[i] for i in order])
-            scores.append(row_scores[order])
-        return SearchResult(ids, scores)
-
-    def __repr__(self) -> str:
-        return f"MMRReranker(lambda_={self.lambda_}, k={self.k})"

@@ -1,0 +1,132 @@
+"""The search job (``task=search``, the default): catalog -> features -> graph encoder -> index -> ranking stage ->
+evaluation -> run directory."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import load_catalog, split_edges, split_products
+from ..evaluation import (evaluate_copurchase, evaluate_queries, evaluate_title_to_image, format_metrics,
+                          served_query_metrics, title_queries, top_k)
+from ..features import build_image_encoder, build_text_encoder, extract_features
+from ..index import create_index
+from ..models import EncoderConfig, MultimodalGraphEncoder
+from ..ranking import build_pipeline
+from ..ranking.modal import split_query_features
+from ..run_dir import RunDir
+from ..search import Searcher, format_hits, index_attributes
+from ..tracking import Tracker
+from ..training import TrainConfig, Trainer
+from ..training.ranker import fit_ranking
+from ..utils import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def build_encoder(cfg: DictConfig, image_dim: int, text_dim: int) -> MultimodalGraphEncoder:
+    m = cfg.model
+    return MultimodalGraphEncoder(EncoderConfig(
+        image_dim=image_dim, text_dim=text_dim, hidden_dim=m.hidden_dim, out_dim=m.out_dim,
+        modalities=list(m.modalities), fusion=m.fusion, fusion_kwargs=dict(m.fusion_kwargs), gnn_layers=m.gnn.layers,
+        conv=m.gnn.conv, conv_kwargs=dict(m.gnn.conv_kwargs), dropout=m.dropout,
+        graph_edge_types=list(cfg.split.graph_edge_types), features=OmegaConf.to_container(cfg.encoder, resolve=True)))
+
+
+def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
+    """Run the search job on a validated config; writes ``run`` and returns the flat metrics."""
+    timings, t0 = {}, time.perf_counter()
+    seed_everything(cfg.seed)
+    cache_dir = Path(cfg.cache_dir).expanduser()
+
+    catalog = load_catalog(cfg.data, cache_dir / "catalogs")
+    log.info("%r", catalog)
+    timings["catalog_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    image_enc, text_enc = build_image_encoder(cfg.encoder), build_text_encoder(cfg.encoder)
+    feats = extract_features(catalog, image_enc, text_enc, cache_dir / "features")
+    timings["features_s"] = time.perf_counter() - t
+
+    s = cfg.split
+    split = split_edges(catalog, s.target_edge_type, list(s.graph_edge_types), s.val_ratio, s.test_ratio, cfg.seed)
+    holdout = split_products(len(catalog), s.query_holdout_ratio, cfg.seed)
+    model = build_encoder(cfg, feats.image.size(1), feats.text.size(1))
+    model.set_feature_extractors(image=image_enc, text=text_enc)
+
+    t = time.perf_counter()
+    trainer = Trainer(model, feats, split, holdout, TrainConfig(**cfg.train), seed=cfg.seed,
+                      on_epoch_end=tracker.log_epoch)
+    history = trainer.fit()
+    timings["train_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ks = tuple(cfg.eval.ks)
+    with torch.no_grad():
+        emb_test = trainer.embed(split.message_passing("test"))
+    metrics = {f"copurchase/{k}": v for k, v in evaluate_copurchase(emb_test, split, "test", ks).items()}
+    metrics.update(best_validation(history, cfg.train.monitor))
+    queries, targets = title_queries(catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
+    if queries:
+        with torch.no_grad():  # one extractor pass: the embeddings and the ranker's raw features
+            raw = model.query_features(text=queries)
+            q_emb = model.embed_queries(raw)
+        metrics.update({f"text_query/{k}": v for k, v in evaluate_queries(q_emb, torch.tensor(targets), emb_test, ks).items()})
+    crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"),
+                                         holdout.nonzero().flatten().tolist(), tuple(cfg.eval.crossmodal_ks))
+    metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
+
+    # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
+    with torch.no_grad():
+        emb = model(feats.image, feats.image_mask, feats.text, feats.text_mask,
+                    catalog.to_pyg(model.config.graph_edge_types).edge_index).numpy()
+    index_cfg = dict(cfg.index)
+    index = create_index(index_cfg.pop("kind"), dim=emb.shape[1], **index_cfg)
+    index.add(emb, catalog.ids, index_attributes(catalog))
+    metrics["index/recall@10"] = _index_recall(index, emb, catalog.ids)
+    searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types))
+    timings["eval_index_s"] = time.perf_counter() - t
+    if cfg.ranking.ranker or cfg.ranking.personalize:
+        t = time.perf_counter()
+        metrics.update(fit_ranking(cfg.ranking, searcher, feats, cfg.seed, run / run.RANKER,
+                                   run / run.RANKING_FEATURES, min(ks)))
+        timings["ranking_s"] = time.perf_counter() - t
+    if queries:
+        served = [searcher.pipeline.query(v, index.vectors, modal=m)
+                  for v, m in zip(q_emb.numpy(), split_query_features(raw, searcher.pipeline.table.modal))]
+        metrics.update(served_query_metrics(searcher, q_emb.numpy(), served, [catalog.ids[i] for i in targets], min(ks)))
+
+    model.save_pretrained(run / run.ENCODER)
+    index.save(run / run.INDEX)
+    timings["total_s"] = time.perf_counter() - t0
+    run.write_results("search", cfg, metrics, history, {
+        "data_fingerprint": catalog.fingerprint(), "catalog": catalog.name,
+        "catalog_root": str(catalog.root.resolve()), "num_products": len(catalog), "num_edges": len(catalog.edges),
+        "features": feats.stats, "epochs": len(history), "timings_s": timings})
+
+    print(format_metrics(metrics))
+    for q in cfg.eval.examples:
+        print(f'\nsearch "{q}":\n{format_hits(searcher.search(text=q, k=5))}')
+    print(f"\nfeatures: {feats.stats}\ntimings: " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
+    print(f"run directory: {run.path.resolve()}")
+    return metrics
+
+
+def best_validation(history: list[dict], monitor: str) -> dict[str, float]:
+    """The validation metrics of the epoch the trainer kept (first best ``val/<monitor>``): what sweeps optimise."""
+    best = max(history, key=lambda row: row[f"val/{monitor}"])
+    return {k: v for k, v in best.items() if k.startswith("val/")}
+
+
+def _index_recall(index, emb: np.ndarray, ids: list[str], num_queries: int = 500, k: int = 10) -> float:
+    """Recall@k of the served index against exact search, on product-to-product queries."""
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(ids), size=min(num_queries, len(ids)), replace=False)
+    exact = top_k(torch.from_numpy(emb[rows]), torch.from_numpy(emb), k).numpy()
+    found = index.search(emb[rows], k).ids
+    hits = sum(len({ids[j] for j in exact[r]} & set(found[r])) for r in range(len(rows)))
+    return hits / (len(rows) * k)

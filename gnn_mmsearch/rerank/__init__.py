@@ -1,4 +1,0 @@
-"""Result re-ranking."""
-from .mmr import MMRReranker, mmr
-
-__all__ = ["MMRReranker", "mmr"]
