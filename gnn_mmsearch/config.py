@@ -114,6 +114,7 @@ class SearchEvalConfig:
     ks: List[int] = field(default_factory=lambda: [10, 20, 50])
     crossmodal_ks: List[int] = field(default_factory=lambda: [1, 5, 10])
     examples: List[str] = field(default_factory=list)  # queries printed at the end of a run
+    baselines: Dict[str, Any] = field(default_factory=dict)  # name -> {name: <retriever>, **options}
 
     def __post_init__(self):
         if not self.ks or min(self.ks + self.crossmodal_ks) < 1:
@@ -218,6 +219,7 @@ def _check_search(cfg: DictConfig) -> None:
     from .index import INDEXES
     from .layers import CONVS, FUSIONS
     from .ranking import RANKERS
+    from .retrievers import RETRIEVERS
 
     data = dict(cfg.data)
     if "source" not in data:
@@ -229,6 +231,9 @@ def _check_search(cfg: DictConfig) -> None:
     _prefixed("model.gnn", lambda: CONVS.check_kwargs(cfg.model.gnn.conv, cfg.model.gnn.conv_kwargs))
     if cfg.ranking.ranker is not None:
         _prefixed("ranking", lambda: RANKERS.check_kwargs(cfg.ranking.ranker, cfg.ranking.ranker_kwargs))
+    for name, spec in cfg.eval.baselines.items():
+        options = dict(spec)
+        _prefixed(f"eval.baselines.{name}", lambda: RETRIEVERS.create(options.pop("name", None), **options))
 
 
 def _check_recommend(cfg: DictConfig) -> None:

@@ -45,6 +45,8 @@ def test_task_recommend_composes_the_topn_groups():
     (["index=hnsw", "+index.efs=3"], "index: index 'hnsw' takes no option 'efs'"),
     (["ranking=lambdamart", "+ranking.ranker_kwargs.trees=5"], "ranking: ranker 'lambdamart' takes no option 'trees'"),
     (["ranking.mmr_lambda=2"], "ranking.mmr_lambda must be in [0, 1], got 2.0"),
+    (["eval.baselines.bm25.name=nope"], "eval.baselines.bm25: unknown retriever 'nope'"),
+    (["+eval.baselines.raw_text.k1=2"], "eval.baselines.raw_text: retriever 'raw' takes no option 'k1'"),
     (["train.monitor=loss"], "train.monitor must be recall|precision|ndcg|mrr@10|20"),
     (["task=recommend", "recommender=bpr", "+recommender.layers=3"], "recommender: recommender 'bpr' takes no option"),
     (["task=recommend", "train.eval_every=0"], "train.eval_every must be > 0, got 0"),

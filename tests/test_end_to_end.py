@@ -112,7 +112,12 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     for name, values in table.items():  # every row is in metrics.json, every metric in the table
         for k, value in values.items():
             assert (float(value) if value else None) == pytest.approx(metrics.get(f"{name}@{k}"), abs=1e-4), (name, k)
-    assert {key.rpartition("@")[0] for key in metrics} == set(table)
+    assert {key.rpartition("@")[0] for key in metrics if not key.startswith("baseline/")} == set(table)
+    side = lines[end + 1:lines.index("", end + 1)]  # then the model next to every baseline
+    assert side[0] == "side by side (baselines: eval.baselines):" and side[1].split()[:2] == ["model", "text_query/recall@10"]
+    rows = {line.split()[0] if not line.startswith("trained") else "trained": line.split() for line in side[2:]}
+    assert set(rows) == {"trained", "bm25", "raw_text", "raw_image", "raw_concat", "hybrid"}
+    assert float(rows["bm25"][1]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
     lines = [line for line in lines if line.strip()]
     assert 'search "wireless mouse":' in output  # the configured example queries
     assert lines[-1] == f"run directory: {run_dir.resolve()}"

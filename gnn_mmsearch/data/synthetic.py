@@ -12,6 +12,7 @@ Ground truth (stored in ``catalog.meta["ground_truth"]``):
   a basket is linked (so accessories bought with the same phone are linked too). ``bought_together`` marks 30%
   of the anchor-to-first-item pairs inside a collection. ``also_view`` links join substitutes (same category, same
   collection or colour). Because collections are hidden, the graph carries signal that content alone does not.
+* Every product also has a *material* (``ground_truth["material"]``): named in its text, invisible in its image.
 * Images are drawn from category (shape), colour and pattern, with jitter and pixel noise; titles and descriptions
   are composed from attribute words with synonyms, typos and dropped words. ~8% of products have no image,
   ~15% no description, ~2% no text at all.
@@ -134,7 +135,7 @@ class SyntheticConfig(CatalogSource):
         generate(self, root)
 
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: material in the ground truth (same draws, same catalog)
 
 
 def generate(cfg: SyntheticConfig, root: str | Path) -> Catalog:
@@ -153,7 +154,7 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Catalog:
     coll_brand = rng.choice(BRANDS, num_collections)
     coll_tier = rng.choice([0.7, 1.0, 1.6], num_collections)
 
-    products, truth = [], {"collection": [], "color": [], "pattern": [], "domain": []}
+    products, truth = [], {"collection": [], "color": [], "pattern": [], "domain": [], "material": []}
     collection = rng.integers(0, num_collections, n)
     popularity = rng.lognormal(3.0, 1.0, n)
     for i in range(n):
@@ -181,7 +182,8 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Catalog:
             category=[dom.title(), cat], price=price, rating=rating,
             popularity=round(float(popularity[i]), 2), image_path=image_path,
         ))
-        for k, v in (("collection", c), ("color", color), ("pattern", pattern), ("domain", dom)):
+        for k, v in (("collection", c), ("color", color), ("pattern", pattern), ("domain", dom),
+                     ("material", material)):
             truth[k].append(v)
 
     cats = np.array([p.category[1] for p in products])

@@ -12,16 +12,19 @@ _METRICS = {"recall": LinkPredRecall, "precision": LinkPredPrecision, "ndcg": Li
 
 
 class RetrievalMetrics:
-    """Accumulates ranked predictions against ground-truth targets and reports flat ``name@k`` floats."""
+    """Accumulates ranked predictions against ground-truth targets and reports flat ``name@k`` floats.
+    ``weighted``: NDCG uses each target's weight as its gain (graded relevance)."""
 
-    def __init__(self, ks=(10, 20, 50), metrics=("recall", "precision", "ndcg", "mrr")):
+    def __init__(self, ks=(10, 20, 50), metrics=("recall", "precision", "ndcg", "mrr"), weighted: bool = False):
         self.ks = tuple(sorted(ks))
         self.collection = LinkPredMetricCollection(
-            {f"{name}@{k}": _METRICS[name](k) for k in self.ks for name in metrics})
+            {f"{name}@{k}": LinkPredNDCG(k, weighted=True) if weighted and name == "ndcg" else _METRICS[name](k)
+             for k in self.ks for name in metrics})
 
-    def update(self, pred_index: torch.Tensor, targets: torch.Tensor) -> None:
-        """``pred_index [Q, >=max_k]`` ranked item ids per query; ``targets [2, T]`` (query row, relevant item)."""
-        self.collection.update(pred_index[:, : self.ks[-1]], targets)
+    def update(self, pred_index: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """``pred_index [Q, >=max_k]`` ranked item ids per query; ``targets [2, T]`` (query row, relevant item);
+        ``weights [T]`` their gains (weighted NDCG)."""
+        self.collection.update(pred_index[:, : self.ks[-1]], targets, weights)
 
     def compute(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.collection.compute().items()}

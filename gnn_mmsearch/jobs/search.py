@@ -3,6 +3,7 @@ evaluation -> run directory."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import load_catalog, split_edges, split_products
-from ..evaluation import (evaluate_copurchase, evaluate_queries, evaluate_title_to_image, format_metrics,
-                          served_query_metrics, title_queries, top_k)
+from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
+from ..evaluation.query_sets import evaluate_baselines, evaluate_model, query_sets, side_by_side
 from ..features import build_image_encoder, build_text_encoder, extract_features
 from ..index import create_index
 from ..models import EncoderConfig, MultimodalGraphEncoder
@@ -70,14 +71,13 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         emb_test = trainer.embed(split.message_passing("test"))
     metrics = {f"copurchase/{k}": v for k, v in evaluate_copurchase(emb_test, split, "test", ks).items()}
     metrics.update(best_validation(history, cfg.train.monitor))
-    queries, targets = title_queries(catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
-    if queries:
-        with torch.no_grad():  # one extractor pass: the embeddings and the ranker's raw features
-            raw = model.query_features(text=queries)
-            q_emb = model.embed_queries(raw)
-        metrics.update({f"text_query/{k}": v for k, v in evaluate_queries(q_emb, torch.tensor(targets), emb_test, ks).items()})
-    crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"),
-                                         holdout.nonzero().flatten().tolist(), tuple(cfg.eval.crossmodal_ks))
+    held_out = holdout.nonzero().flatten().tolist()
+    with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-queries-") as work_dir:
+        sets = query_sets(catalog, model, held_out, cfg.seed, Path(work_dir))
+    metrics.update(evaluate_model(model, sets, emb_test, ks))
+    metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks))
+    crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"), held_out,
+                                         tuple(cfg.eval.crossmodal_ks))
     metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
 
     # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
@@ -95,10 +95,12 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         metrics.update(fit_ranking(cfg.ranking, searcher, feats, cfg.seed, run / run.RANKER,
                                    run / run.RANKING_FEATURES, min(ks)))
         timings["ranking_s"] = time.perf_counter() - t
-    if queries:
+    text = next((qs for qs in sets if qs.name == "text_query"), None)
+    if text is not None:
+        vectors = model.embed_queries(text.queries.features).detach().numpy()
         served = [searcher.pipeline.query(v, index.vectors, modal=m)
-                  for v, m in zip(q_emb.numpy(), split_query_features(raw, searcher.pipeline.table.modal))]
-        metrics.update(served_query_metrics(searcher, q_emb.numpy(), served, [catalog.ids[i] for i in targets], min(ks)))
+                  for v, m in zip(vectors, split_query_features(text.queries.features, searcher.pipeline.table.modal))]
+        metrics.update(served_query_metrics(searcher, vectors, served, [catalog.ids[i] for i in text.targets], min(ks)))
 
     model.save_pretrained(run / run.ENCODER)
     index.save(run / run.INDEX)
@@ -108,7 +110,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         "catalog_root": str(catalog.root.resolve()), "num_products": len(catalog), "num_edges": len(catalog.edges),
         "features": feats.stats, "epochs": len(history), "timings_s": timings})
 
-    print(format_metrics(metrics))
+    print(format_metrics({k: v for k, v in metrics.items() if not k.startswith("baseline/")}))
+    print(f"\nside by side (baselines: eval.baselines):\n{side_by_side(metrics)}")
     for q in cfg.eval.examples:
         print(f'\nsearch "{q}":\n{format_hits(searcher.search(text=q, k=5))}')
     print(f"\nfeatures: {feats.stats}\ntimings: " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))

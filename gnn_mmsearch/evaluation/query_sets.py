@@ -1,0 +1,118 @@
+"""The search job's query sets, and how any ranking of them is scored: the trained model's and every baseline's.
+
+* ``text_query``: title-derived queries of held-out products, one relevant product each (``queries.py``);
+* ``attribute_query``: shopper-style attribute queries with graded relevance over every product, on catalogs with a
+  ground truth (``attribute_queries.py``);
+* ``image_query``: held-out products' photos, re-cropped and colour-jittered, one relevant product each
+  (``image_queries.py``).
+
+Every query's raw features come from one pass of the encoder's own extractors, shared by the model and the raw
+baselines. Baselines (``eval.baselines``: name -> retriever config) score every query set they can answer and, when
+they can embed products (raw features), the held-out co-purchase links: ``baseline/<name>/<set>/<metric>@k``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..data.catalog import Catalog
+from ..data.splits import EdgeSplit
+from ..features import ProductFeatures
+from ..retrievers import RETRIEVERS, QueryBatch
+from .attribute_queries import attribute_queries, graded_metrics, ground_truth, relevance
+from .image_queries import image_queries
+from .queries import title_queries
+from .retrieval import RetrievalMetrics, evaluate_copurchase, top_k
+
+
+@dataclass
+class QuerySet:
+    name: str
+    queries: QueryBatch
+    targets: list[int] | None = None  # one relevant product row per query
+    relevance: np.ndarray | None = None  # or graded relevance [Q, N]
+
+    def score(self, ranked: torch.Tensor, ks: Sequence[int], metrics=("recall", "precision", "ndcg", "mrr")) -> dict:
+        """Metrics of ``ranked [Q, >=max k]`` product rows per query."""
+        if self.relevance is not None:
+            return graded_metrics(ranked, self.relevance, ks)
+        m = RetrievalMetrics(ks, metrics)
+        m.update(ranked, torch.stack([torch.arange(len(self.targets)), torch.tensor(self.targets)]))
+        return m.compute()
+
+
+def query_sets(catalog: Catalog, encoder, rows: Sequence[int], seed: int, work_dir: Path) -> list[QuerySet]:
+    """The query sets of the held-out products ``rows`` (image queries are written to ``work_dir``); sets with no
+    query (e.g. a catalog without images) are left out."""
+    out = []
+    texts, targets = title_queries(catalog.products, rows, seed)
+    if texts:
+        out.append(QuerySet("text_query", QueryBatch(texts, encoder.query_features(text=texts)), targets))
+    truth = ground_truth(catalog)
+    if truth is not None:
+        attribute = attribute_queries(truth, rows, seed)
+        texts = [q.text for q in attribute]
+        out.append(QuerySet("attribute_query", QueryBatch(texts, encoder.query_features(text=texts)),
+                            relevance=relevance(attribute, truth)))
+    paths, targets = image_queries(catalog, rows, work_dir, seed)
+    if paths:
+        out.append(QuerySet("image_query", QueryBatch(features=encoder.query_features(image=paths)), targets))
+    return out
+
+
+@torch.no_grad()
+def evaluate_model(encoder, sets: Sequence[QuerySet], items: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
+    """``<set>/<metric>@k`` of the trained ``encoder``'s query embeddings ranked against product embeddings
+    ``items`` (exact search)."""
+    out = {}
+    for qs in sets:
+        ranked = top_k(encoder.embed_queries(qs.queries.features), items, max(ks))
+        out.update({f"{qs.name}/{k}": v for k, v in qs.score(ranked, ks).items()})
+    return out
+
+
+def evaluate_baselines(baselines: Mapping[str, Mapping], catalog: Catalog, features: ProductFeatures,
+                       sets: Sequence[QuerySet], split: EdgeSplit, ks: Sequence[int]) -> dict[str, float]:
+    """``baseline/<name>/<set>/{recall,ndcg}@k`` for every baseline and query set it answers, plus
+    ``baseline/<name>/copurchase/...`` for baselines that embed products."""
+    out = {}
+    for name, spec in baselines.items():
+        spec = dict(spec)
+        retriever = RETRIEVERS.create(spec.pop("name"), **spec).fit(catalog, features)
+        for qs in sets:
+            if retriever.supports(qs.queries):
+                scores = torch.from_numpy(retriever.scores(qs.queries))
+                ranked = scores.topk(min(max(ks), scores.size(1)), dim=1).indices
+                metrics = qs.score(ranked, ks, ("recall", "ndcg"))
+                out.update({f"baseline/{name}/{qs.name}/{k}": v for k, v in metrics.items()})
+        items = retriever.item_vectors()
+        if items is not None:
+            metrics = evaluate_copurchase(items, split, "test", ks)
+            out.update({f"baseline/{name}/copurchase/{k}": metrics[k] for k in metrics if k.split("@")[0] in
+                        ("recall", "ndcg")})
+    return out
+
+
+HEADLINE = ("text_query/recall@10", "attribute_query/ndcg@10", "image_query/recall@10", "copurchase/recall@10",
+            "crossmodal/recall@10")
+
+
+def side_by_side(metrics: Mapping[str, float], columns: Sequence[str] = HEADLINE) -> str:
+    """The trained model and every baseline in one table, one column per headline metric ('-': not answered)."""
+    rows = {"trained model": {c: metrics.get(c) for c in columns}}
+    for key, value in metrics.items():
+        if key.startswith("baseline/"):
+            _, name, metric = key.split("/", 2)
+            if metric in columns:
+                rows.setdefault(name, {})[metric] = value
+    shown = [c for c in columns if any(r.get(c) is not None for r in rows.values())]
+    width = max(len(n) for n in rows) + 2
+    lines = ["model".ljust(width) + "".join(c.rjust(max(len(c), 8) + 2) for c in shown)]
+    for name, row in rows.items():
+        lines.append(name.ljust(width) + "".join(
+            (f"{row[c]:.4f}" if row.get(c) is not None else "-").rjust(max(len(c), 8) + 2) for c in shown))
+    return "\n".join(lines)

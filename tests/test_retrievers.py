@@ -1,0 +1,99 @@
+"""Baseline retrievers (BM25, raw-feature kNN, reciprocal rank fusion), attribute queries with graded relevance and
+augmented image queries."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gnn_mmsearch.data import Catalog, Product, SyntheticConfig, generate
+from gnn_mmsearch.data.synthetic import CATEGORIES
+from gnn_mmsearch.evaluation.attribute_queries import attribute_queries, graded_metrics, ground_truth, relevance
+from gnn_mmsearch.evaluation.image_queries import augment, image_queries
+from gnn_mmsearch.features import ProductFeatures
+from gnn_mmsearch.retrievers import RETRIEVERS, QueryBatch
+from gnn_mmsearch.retrievers.fusion import ranks
+
+
+def _catalog() -> Catalog:
+    return Catalog([Product("A", title="red leather wallet", brand="Acme"), Product("B", title="blue canvas bag"),
+                    Product("C", description="a red mug for coffee"), Product("D")])
+
+
+def _features() -> ProductFeatures:
+    text = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0.8, 0.2, 0], [0, 0, 0]])
+    image = torch.tensor([[0, 1.0], [1.0, 0], [0, 0], [0.6, 0.8]])
+    return ProductFeatures(image, torch.tensor([True, True, False, True]), text, torch.tensor([True, True, True, False]))
+
+
+def test_bm25_ranks_by_terms_and_never_returns_products_without_text():
+    bm25 = RETRIEVERS.create("bm25").fit(_catalog(), _features())
+    scores = bm25.scores(QueryBatch(["red wallet", "coffee mug"]))
+    assert scores.shape == (2, 4) and np.argmax(scores[0]) == 0 and np.argmax(scores[1]) == 2
+    assert np.isneginf(scores[:, 3]).all()  # D has no text
+    assert not bm25.supports(QueryBatch(features={"image": torch.ones(1, 2)})) and bm25.item_vectors() is None
+
+
+def test_raw_feature_retriever_is_cosine_knn_over_present_features():
+    raw = RETRIEVERS.create("raw", modalities=["image"]).fit(_catalog(), _features())
+    scores = raw.scores(QueryBatch(features={"image": torch.tensor([[0.0, 2.0]])}))
+    assert scores[0, 0] == pytest.approx(1.0) and np.isneginf(scores[0, 2]) and scores[0, 3] == pytest.approx(0.8)
+    assert not raw.supports(QueryBatch(["text only"], {"text": torch.ones(1, 3)}))
+    both = RETRIEVERS.create("raw", modalities=["text", "image"]).fit(_catalog(), _features())
+    assert both.item_vectors().shape == (4, 5) and not np.isneginf(both.scores(QueryBatch(
+        features={"text": torch.ones(1, 3), "image": torch.ones(1, 2)}))).any()
+    with pytest.raises(ValueError, match="non-empty subset"):
+        RETRIEVERS.create("raw", modalities=["audio"])
+
+
+def test_reciprocal_rank_fusion():
+    np.testing.assert_array_equal(ranks(np.array([[0.1, 0.9, -np.inf, 0.5]])), [[3, 1, np.inf, 2]])
+    rrf = RETRIEVERS.create("rrf").fit(_catalog(), _features())  # default: BM25 + raw text
+    queries = QueryBatch(["red wallet"], {"text": torch.tensor([[1.0, 0, 0]])})
+    scores = rrf.scores(queries)
+    assert np.argmax(scores[0]) == 0 and np.isneginf(scores[0, 3])
+    assert scores[0, 0] == pytest.approx(2 / 61)  # first for both retrievers
+    with pytest.raises(ValueError, match="2 retrievers but 1 weights"):
+        RETRIEVERS.create("rrf", weights=[1.0])
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Catalog:
+    return generate(SyntheticConfig(num_products=150, num_users=5, image_size=32, seed=3), tmp_path_factory.mktemp("c"))
+
+
+def test_attribute_queries_and_graded_relevance(synthetic):
+    truth = ground_truth(synthetic)
+    assert truth is not None and len(truth["material"]) == len(synthetic)
+    queries = attribute_queries(truth, range(40), seed=0)
+    assert queries and len({q.text for q in queries}) == len(queries)
+    assert queries == attribute_queries(truth, range(40), seed=0)  # deterministic
+    rel = relevance(queries, truth)
+    for q, row in zip(queries, rel):
+        assert 1 <= len(q.attributes) <= 2 and q.text.split()[-1] in " ".join(CATEGORIES[q.category][1]).lower()
+        assert (row == 2).any() and set(np.unique(row)) <= {0, 1, 2}
+        cats = np.array(truth["category"])
+        assert ((row > 0) == (cats == q.category)).all()
+    assert ground_truth(Catalog([Product("x")])) is None  # no ground truth: no attribute queries
+
+
+def test_graded_metrics_use_gains_and_grade_two_recall():
+    rel = np.array([[2, 1, 0, 2]])
+    perfect = graded_metrics(torch.tensor([[0, 3, 1]]), rel, ks=(3,))
+    assert perfect == pytest.approx({"ndcg@3": 1.0, "recall@3": 1.0})
+    worse = graded_metrics(torch.tensor([[1, 0, 2]]), rel, ks=(3,))
+    ideal = 3 + 3 / np.log2(3) + 1 / 2
+    assert worse["ndcg@3"] == pytest.approx((1 + 3 / np.log2(3)) / ideal) and worse["recall@3"] == 0.5
+
+
+def test_image_queries_are_augmented_deterministic_copies(synthetic, tmp_path):
+    rows = range(30)
+    paths, targets = image_queries(synthetic, rows, tmp_path / "a", seed=1)
+    assert targets == [i for i in rows if synthetic.products[i].image_path] and len(paths) == len(targets)
+    again, _ = image_queries(synthetic, rows, tmp_path / "b", seed=1)
+    assert all(Image.open(p).tobytes() == Image.open(q).tobytes() for p, q in zip(paths, again))
+    original = Image.open(synthetic.image_file(synthetic.products[targets[0]])).convert("RGB")
+    assert Image.open(paths[0]).size == original.size and Image.open(paths[0]).tobytes() != original.tobytes()
+    rng = np.random.default_rng(0)
+    assert augment(original, rng).size == original.size
