@@ -44,14 +44,16 @@ def curve(run_dir: Path, k: int, candidates: int) -> list[dict]:
     if not queries:
         raise SystemExit(f"{run_dir}: the run has no held-out title queries")
     log.info("%d queries, MMR over the top %d, k=%d", len(queries), candidates, k)
-    emb = base.encoder.encode_query(text=queries).numpy()
+    features = base.encoder.query_features(text=queries)
+    emb = base.encoder.embed_queries(features).detach().numpy()
     categories = {p.id: p.category for p in catalog.products}
     relevant = [{catalog.ids[t]} for t in targets]
     rows = []
     for lam in LAMBDAS:
         searcher = Searcher(base.encoder, base.index, catalog,
-                            RankingPipeline(base.pipeline.table, mmr_lambda=lam, candidates=candidates))
-        lists = [r.ids for r in searcher.serve(emb, [searcher.pipeline.query(v, base.index.vectors) for v in emb], k)]
+                            RankingPipeline(base.pipeline.table, mmr_lambda=lam, candidates=candidates), base.hybrid)
+        queries_ = [searcher.pipeline.query(v, base.index.vectors) for v in emb]
+        lists = [r.ids for r in searcher.serve(emb, queries_, k, features=features, texts=queries)]
         res = list_metrics(lists, relevant, base.index, categories, k)
         rows.append({"lambda": lam, **{m: res[f"{m}@{k}"] for m in ("recall", "ndcg", "ild", "coverage")}})
     return rows

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .training.relevance import RelevanceTrainConfig
 from .training.topn import TopNTrainConfig
 from .training.trainer import TrainConfig
 
@@ -66,6 +67,26 @@ class EncoderModelConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if not self.modalities or set(self.modalities) - {"image", "text"}:
             raise ValueError(f"model.modalities must be a non-empty subset of [image, text], got {self.modalities}")
+
+
+@dataclass
+class RelevanceHeadConfig:
+    """The relevance head serving text and image queries (``models/relevance.py``) and its hybrid with BM25."""
+
+    enabled: bool = True  # false: text and image queries search the graph space too
+    hidden_dim: int = 512
+    out_dim: int = 256
+    dropout: float = 0.1
+    depth: int = 100  # candidates the head retrieves and BM25 re-scores
+    bm25_weight: float = 1.0  # BM25's weight in the reciprocal rank fusion (0: the head alone)
+    train: RelevanceTrainConfig = field(default_factory=RelevanceTrainConfig)
+
+    def __post_init__(self):
+        for name in ("hidden_dim", "out_dim", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"relevance.{name} must be >= 1, got {getattr(self, name)}")
+        if self.bm25_weight < 0:
+            raise ValueError(f"relevance.bm25_weight must be >= 0, got {self.bm25_weight}")
 
 
 @dataclass
@@ -169,6 +190,7 @@ class SearchJobConfig(_JobConfig):
     encoder: ExtractorConfig = field(default_factory=ExtractorConfig)
     model: EncoderModelConfig = field(default_factory=EncoderModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    relevance: RelevanceHeadConfig = field(default_factory=RelevanceHeadConfig)
     index: Dict[str, Any] = field(default_factory=lambda: {"kind": "hnsw"})  # a kind in index.INDEXES + options
     ranking: RankingConfig = field(default_factory=RankingConfig)
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)

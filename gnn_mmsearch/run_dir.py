@@ -5,7 +5,8 @@
     <run>/metrics.json       flat metrics, e.g. copurchase/recall@10 or test/recall@20
     <run>/history.json       one row per epoch
     <run>/encoder/           search job: MultimodalGraphEncoder.save_pretrained
-    <run>/index              search job: the served vector index
+    <run>/index              search job: the graph encoder's index (product and history queries)
+    <run>/relevance/         search job: the relevance head (text and image queries), with relevance_index
     <run>/ranker/            search job with a learned ranker
     <run>/ranking_features/  search job with a ranking stage: the products' raw features
     <run>/model.pt           recommend job: the recommender's state dict
@@ -31,6 +32,7 @@ class RunDir:
 
     CONFIG, INFO, METRICS, HISTORY = "config.yaml", "run.json", "metrics.json", "history.json"
     ENCODER, INDEX, RANKER, RANKING_FEATURES, RECOMMENDER = "encoder", "index", "ranker", "ranking_features", "model.pt"
+    RELEVANCE, RELEVANCE_INDEX = "relevance", "relevance_index"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -15,10 +15,13 @@ import numpy as np
 
 from ._registry import import_modules
 from .data.catalog import Catalog
-from .index import Filter, VectorIndex, load_index
+from .index import Filter, SearchResult, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
+from .models.relevance import RelevanceEncoder
 from .ranking import Ranked, RankingPipeline, RankQuery, load_pipeline, user_vector
 from .ranking.modal import split_query_features
+from .retrievers.bm25 import BM25Retriever
+from .retrievers.hybrid import HybridRetrieval
 from .run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -40,11 +43,13 @@ def index_attributes(catalog: Catalog) -> list[dict]:
 
 
 class Searcher:
-    """Answers queries from an encoder, an index and a catalog; every query goes through ``pipeline``."""
+    """Answers queries from an encoder, an index and a catalog; every query goes through ``pipeline``. With
+    ``hybrid`` (the relevance head's index + BM25), text and image queries retrieve there; product and history
+    queries always retrieve from the graph encoder's ``index``."""
 
     def __init__(self, encoder: MultimodalGraphEncoder, index: VectorIndex, catalog: Catalog,
-                 pipeline: RankingPipeline):
-        self.encoder, self.index, self.catalog, self.pipeline = encoder, index, catalog, pipeline
+                 pipeline: RankingPipeline, hybrid: HybridRetrieval | None = None):
+        self.encoder, self.index, self.catalog, self.pipeline, self.hybrid = encoder, index, catalog, pipeline, hybrid
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Searcher":
@@ -58,7 +63,13 @@ class Searcher:
         encoder = MultimodalGraphEncoder.from_pretrained(run / run.ENCODER)
         pipeline = load_pipeline(cfg.get("ranking") or {}, catalog, encoder.config.graph_edge_types, run / run.RANKER,
                                  run / run.RANKING_FEATURES)
-        return cls(encoder, load_index(run / run.INDEX), catalog, pipeline)
+        hybrid = None
+        if (run / run.RELEVANCE).is_dir():
+            serving = cfg.relevance
+            bm25 = BM25Retriever().fit(catalog) if serving.bm25_weight else None
+            hybrid = HybridRetrieval(RelevanceEncoder.from_pretrained(run / run.RELEVANCE),
+                                     load_index(run / run.RELEVANCE_INDEX), bm25, serving.depth, serving.bm25_weight)
+        return cls(encoder, load_index(run / run.INDEX), catalog, pipeline, hybrid)
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
                history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,
@@ -72,7 +83,7 @@ class Searcher:
         if len(kinds) != 1:
             raise ValueError("give exactly one of a text and/or image query, a product id or a history"
                              + (f", not {' and '.join(kinds)}" if kinds else ""))
-        modal, items = {}, []
+        modal, items, raw = {}, [], None
         if product is not None:
             if product not in self.index:
                 raise KeyError(f"unknown product id {product!r}")
@@ -90,7 +101,8 @@ class Searcher:
                 log.info("user %s has no history: unpersonalized ranking", user)
         query = self.pipeline.query(vector[0], self.index.vectors, items, history is not None or user is not None,
                                     modal)
-        return self._hits(self.serve(vector, [query], k, filter, [exclude], mmr_lambda)[0])
+        texts = [text] if raw is not None and text is not None else None
+        return self._hits(self.serve(vector, [query], k, filter, [exclude], mmr_lambda, raw, texts)[0])
 
     def search_batch(self, texts: Sequence[str], k: int = 10, filter: Filter | None = None,
                      mmr_lambda: float | None = None) -> list[list[Hit]]:
@@ -101,19 +113,29 @@ class Searcher:
         vectors = self.encoder.embed_queries(raw).detach().numpy()
         queries = [self.pipeline.query(v, self.index.vectors, modal=m)
                    for v, m in zip(vectors, split_query_features(raw, self.pipeline.table.modal))]
-        return [self._hits(r) for r in self.serve(vectors, queries, k, filter, None, mmr_lambda)]
+        return [self._hits(r) for r in self.serve(vectors, queries, k, filter, None, mmr_lambda, raw, list(texts))]
 
     def serve(self, vectors: np.ndarray, queries: Sequence[RankQuery], k: int, filter: Filter | None = None,
-              exclude: Sequence[Sequence[str]] | None = None, mmr_lambda: float | None = None) -> list[Ranked]:
-        """The served top-``k`` of each query vector: one index search for all, then the ranking pipeline.
+              exclude: Sequence[Sequence[str]] | None = None, mmr_lambda: float | None = None,
+              features: dict | None = None, texts: Sequence[str] | None = None) -> list[Ranked]:
+        """The served top-``k`` of each query: one retrieval for all (:meth:`retrieve`), then the ranking pipeline.
 
-        ``queries[i]``: what the later stages know about query ``i`` (:meth:`RankingPipeline.query`); ``exclude[i]``:
-        ids never returned for it; ``mmr_lambda`` overrides the configured MMR (1 turns it off). Offline
-        evaluation scores these lists, so it measures what ``search`` serves."""
-        depth = self.pipeline.depth(k, mmr_lambda)
-        found = self.index.search(np.asarray(vectors, np.float32), depth, filter=filter, exclude=exclude)
+        ``vectors``: graph-space query vectors; ``queries[i]``: what the later stages know about query ``i``
+        (:meth:`RankingPipeline.query`); ``exclude[i]``: ids never returned for it; ``mmr_lambda`` overrides the
+        configured MMR (1 turns it off); ``features`` / ``texts``: text and image queries' raw features and texts.
+        Offline evaluation scores these lists, so it measures what ``search`` serves."""
+        found = self.retrieve(vectors, self.pipeline.depth(k, mmr_lambda), filter, exclude, features, texts)
         return [self.pipeline.rank(ids, scores, self.index.vectors(ids), query, k, mmr_lambda)
                 for ids, scores, query in zip(found.ids, found.scores, queries)]
+
+    def retrieve(self, vectors: np.ndarray, depth: int, filter: Filter | None = None,
+                 exclude: Sequence[Sequence[str]] | None = None, features: dict | None = None,
+                 texts: Sequence[str] | None = None) -> SearchResult:
+        """The first stage: text and image queries (``features`` given) from the hybrid relevance retrieval when
+        the run has one, everything else from the graph index."""
+        if features is not None and self.hybrid is not None:
+            return self.hybrid.search(features, texts, depth, filter, exclude)
+        return self.index.search(np.asarray(vectors, np.float32), depth, filter=filter, exclude=exclude)
 
     def user_history(self, user: str) -> list[str]:
         """A user's interacted product ids, oldest first (empty for an unknown user)."""

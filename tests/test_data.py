@@ -183,7 +183,8 @@ def test_synthetic_catalog_has_the_documented_gaps_and_ground_truth(small_synthe
     assert set(types) == set(EDGE_TYPES) and all(types.values())
     assert cat.interactions and {i.user for i in cat.interactions} <= {f"U{u:05d}" for u in range(SMALL["num_users"])}
     truth = cat.meta["ground_truth"]
-    assert set(truth) == {"collection", "color", "pattern", "domain"}
+    assert set(truth) == {"collection", "color", "pattern", "domain", "material"}
+    assert all(f"made of {m} by" in p.description for p, m in zip(cat.products, truth["material"]) if p.description)
     assert all(len(v) == n for v in truth.values())
     # the domain in the ground truth is the first level of every product's category path
     assert all(p.category[0] == d.title() for p, d in zip(cat.products, truth["domain"]))

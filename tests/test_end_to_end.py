@@ -27,6 +27,7 @@ from gnn_mmsearch.cli import main
 from gnn_mmsearch.data import Catalog, Edge, Product
 from gnn_mmsearch.index import load_index
 from gnn_mmsearch.models import MultimodalGraphEncoder
+from gnn_mmsearch.search import Searcher
 
 HIT = re.compile(r"^\s*(\d+)\. (-?\d+\.\d{3})  (\S+)  (.*)  \[(.*)\]( +\$\d+\.\d\d)?$")
 
@@ -72,7 +73,8 @@ def test_run_directory_contents(run_dir, catalog):
     for key in ("copurchase/recall@10", "copurchase/ndcg@10", "copurchase/mrr@50", "text_query/recall@10",
                 "text_query/ndcg@20", "index/recall@10"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
-    assert all("/" in k and "@" in k for k in metrics)  # flat keys, task/metric@k
+    assert all("/" in k and "@" in k for k in metrics if k not in ("val/search", "val/objective"))  # task/metric@k
+    assert metrics["val/objective"] == pytest.approx((metrics["val/recall@10"] + metrics["val/search"]) / 2)
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     assert cfg.data.num_products == 200 and cfg.train.max_epochs == 15 and cfg.seed == 0
@@ -112,12 +114,14 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     for name, values in table.items():  # every row is in metrics.json, every metric in the table
         for k, value in values.items():
             assert (float(value) if value else None) == pytest.approx(metrics.get(f"{name}@{k}"), abs=1e-4), (name, k)
-    assert {key.rpartition("@")[0] for key in metrics if not key.startswith("baseline/")} == set(table)
-    side = lines[end + 1:lines.index("", end + 1)]  # then the model next to every baseline
+    assert {key.rpartition("@")[0] for key in metrics if "@" in key and not key.startswith(("baseline/", "graph_space/"))} \
+        == set(table)
+    side = lines[end + 1:lines.index("", end + 1)]  # then what is served next to the graph space and every baseline
     assert side[0] == "side by side (baselines: eval.baselines):" and side[1].split()[:2] == ["model", "text_query/recall@10"]
-    rows = {line.split()[0] if not line.startswith("trained") else "trained": line.split() for line in side[2:]}
-    assert set(rows) == {"trained", "bm25", "raw_text", "raw_image", "raw_concat", "hybrid"}
-    assert float(rows["bm25"][1]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
+    rows = {line[:line.index("  ")]: line.split()[-5:] for line in side[2:]}
+    assert set(rows) == {"served (trained)", "graph space", "bm25", "raw_text", "raw_image", "raw_concat", "hybrid"}
+    assert float(rows["bm25"][0]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
+    assert float(rows["served (trained)"][0]) == pytest.approx(metrics["text_query/recall@10"], abs=1e-4)
     lines = [line for line in lines if line.strip()]
     assert 'search "wireless mouse":' in output  # the configured example queries
     assert lines[-1] == f"run directory: {run_dir.resolve()}"
@@ -408,3 +412,19 @@ def test_encode_products_with_edges_to_catalog_products(encoder, env, run_dir, c
     assert len(far) > 100
     served = load_index(run_dir / "index").vectors([catalog.ids[i] for i in far])
     np.testing.assert_allclose(emb[far].numpy(), served, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_readme_example_query_on_the_default_catalog(env, tmp_path):
+    """The README's first example: the top 5 of "red leather wallet" on the default catalog are wallets or
+    handbags that are red or leather, by the catalog's ground truth."""
+    run_dir = tmp_path / "default"
+    run_cli(run_dir, "logger=none", "eval.examples=[]")
+    searcher = Searcher.from_run(run_dir)
+    truth = searcher.catalog.meta["ground_truth"]
+    hits = searcher.search(text="red leather wallet", k=5)
+    assert len(hits) == 5
+    for hit in hits:
+        row = searcher.catalog.index_of[hit.id]
+        assert hit.category.split(" > ")[-1] in ("Wallets", "Handbags"), hit
+        assert truth["color"][row] == "red" or truth["material"][row] == "leather", hit

@@ -97,3 +97,27 @@ def test_image_queries_are_augmented_deterministic_copies(synthetic, tmp_path):
     assert Image.open(paths[0]).size == original.size and Image.open(paths[0]).tobytes() != original.tobytes()
     rng = np.random.default_rng(0)
     assert augment(original, rng).size == original.size
+
+
+def test_hybrid_retrieval_fuses_the_heads_candidates_with_bm25(tmp_path):
+    from gnn_mmsearch.index import create_index
+    from gnn_mmsearch.models import RelevanceEncoder
+    from gnn_mmsearch.retrievers.hybrid import HybridRetrieval
+
+    torch.manual_seed(0)
+    catalog, feats = _catalog(), _features()
+    head = RelevanceEncoder(image_dim=2, text_dim=3, hidden_dim=8, out_dim=4).eval()
+    query = {"text": feats.text[:1]}  # product A's own text features
+    emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).detach().numpy()
+    emb[0] = head.embed_query_features(**query).detach().numpy()[0]  # A is the head's first pick
+    index = create_index("exact", dim=4)
+    index.add(emb, catalog.ids)
+    alone = HybridRetrieval(head, index, None, depth=4).search(query, ["red wallet"], 4)
+    bm25 = RETRIEVERS.create("bm25").fit(catalog, feats)
+    fused = HybridRetrieval(head, index, bm25, depth=4).search(query, ["red wallet"], 4)
+    assert set(fused.ids[0]) == set(alone.ids[0])  # BM25 re-scores the head's candidates, adds none
+    assert fused.ids[0][0] == "A" and fused.scores[0][0] == pytest.approx(1.0)  # first for both: score 1
+    assert np.all(np.diff(fused.scores[0]) <= 0)
+    assert HybridRetrieval(head, index, bm25, depth=4).search(query, None, 4).ids == alone.ids  # image query: head
+    saved = RelevanceEncoder.from_pretrained(head.save_pretrained(tmp_path / "head"))
+    torch.testing.assert_close(saved.embed_query_features(**query), head.embed_query_features(**query))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from gnn_mmsearch.cli import main
@@ -90,7 +91,8 @@ def test_history_on_the_command_line(run_dir, searcher, capsys, caplog):
 # ------------------------------------------------------------------------------------------------ batches
 def test_batch_equals_single_queries_in_one_pass(searcher, monkeypatch):
     calls = {"encode": 0, "search": 0}
-    encode, search = searcher.encoder.query_features, searcher.index.search  # one extractor pass per batch
+    index = searcher.hybrid.index if searcher.hybrid is not None else searcher.index  # where text queries go
+    encode, search = searcher.encoder.query_features, index.search  # one extractor pass per batch
 
     def count(name, fn):
         def wrapped(*args, **kwargs):
@@ -99,7 +101,7 @@ def test_batch_equals_single_queries_in_one_pass(searcher, monkeypatch):
         return wrapped
 
     monkeypatch.setattr(searcher.encoder, "query_features", count("encode", encode))
-    monkeypatch.setattr(searcher.index, "search", count("search", search))
+    monkeypatch.setattr(index, "search", count("search", search))
     for mmr_lambda in (None, 0.5):
         calls.update(encode=0, search=0)
         batch = searcher.search_batch(TEXTS, k=6, mmr_lambda=mmr_lambda)
@@ -130,10 +132,13 @@ def test_batch_on_the_command_line(run_dir, searcher, tmp_path, capsys):
 def test_text_and_image_together_is_one_combined_query(searcher):
     product = next(p for p in searcher.catalog.products if p.image_path)
     image = searcher.catalog.image_file(product)
-    text_q = searcher.encoder.encode_query(text="coffee mug").numpy()[0]
-    image_q = searcher.encoder.encode_query(image=image).numpy()[0]
+    raw = searcher.encoder.query_features(text="coffee mug", image=image)
+    head = searcher.hybrid.head
+    combined = head.embed_query_features(**raw)[0]
+    parts = head.embed_query_features(text=raw["text"])[0] + head.embed_query_features(image=raw["image"])[0]
+    torch.testing.assert_close(combined, parts / parts.norm())  # one query: the normalised sum of both towers
     both = [h.id for h in searcher.search(text="coffee mug", image=image, k=8)]
-    assert both == exact_top(searcher, text_q + image_q, 8)
+    assert both == searcher.hybrid.search(raw, ["coffee mug"], 8).ids[0][:8]
     assert both != [h.id for h in searcher.search(text="coffee mug", k=8)]
 
 
@@ -164,14 +169,17 @@ def test_empty_result_set_says_no_results(run_dir, capsys):
 
 # ----------------------------------------------------------------------------------------------- diversity
 @pytest.fixture(scope="module")
-def title_query_set(run_dir, searcher) -> tuple[np.ndarray, list, list[str]]:
-    """The run's held-out title queries (as the job builds them): vectors, rank queries and target ids."""
+def title_query_set(run_dir, searcher) -> tuple:
+    """The run's held-out title queries (as the job builds them): graph vectors, rank queries, target ids, raw
+    features and texts."""
     cfg = OmegaConf.load(run_dir / "config.yaml")
     catalog = searcher.catalog
     holdout = split_products(len(catalog), cfg.split.query_holdout_ratio, cfg.seed)
     queries, targets = title_queries(catalog.products, holdout.nonzero().flatten().tolist(), cfg.seed)
-    vectors = searcher.encoder.encode_query(text=queries).numpy()
-    return vectors, [searcher.pipeline.query(v, searcher.index.vectors) for v in vectors], [catalog.ids[t] for t in targets]
+    features = searcher.encoder.query_features(text=queries)
+    vectors = searcher.encoder.embed_queries(features).detach().numpy()
+    return (vectors, [searcher.pipeline.query(v, searcher.index.vectors) for v in vectors],
+            [catalog.ids[t] for t in targets], features, queries)
 
 
 def test_run_reports_diversity_of_the_served_lists(run_dir, searcher, title_query_set):
@@ -179,15 +187,16 @@ def test_run_reports_diversity_of_the_served_lists(run_dir, searcher, title_quer
     assert 0.0 < metrics["diversity/ild@10"] <= 2.0
     assert 0.1 <= metrics["diversity/coverage@10"] <= 1.0  # distinct leaf categories in the top 10, / 10
     assert not any(k.startswith(("diversity_mmr/", "text_query_mmr/")) for k in metrics)  # ranking=none
-    # the same figures recomputed from the saved index and encoder, through the served path
-    again = served_query_metrics(searcher, *title_query_set, 10)
+    # the same figures recomputed from the saved run, through the served path (hybrid relevance retrieval)
+    assert searcher.hybrid is not None
+    again = served_query_metrics(searcher, *title_query_set[:3], 10, *title_query_set[3:])
     assert again == pytest.approx({k: metrics[k] for k in again}, abs=1e-4)
 
 
 def test_mmr_metrics_when_mmr_is_configured(searcher, title_query_set):
     diversified = Searcher(searcher.encoder, searcher.index, searcher.catalog,
                            RankingPipeline(searcher.pipeline.table, mmr_lambda=0.3, candidates=100))
-    metrics = served_query_metrics(diversified, *title_query_set, 10)
+    metrics = served_query_metrics(diversified, *title_query_set[:3], 10)
     assert set(metrics) == {"diversity/ild@10", "diversity/coverage@10", "text_query_mmr/recall@10",
                             "text_query_mmr/ndcg@10", "diversity_mmr/ild@10", "diversity_mmr/coverage@10"}
     assert metrics["diversity_mmr/ild@10"] > metrics["diversity/ild@10"]

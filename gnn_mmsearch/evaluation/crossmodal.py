@@ -8,7 +8,7 @@ is absent for it (an empty dict), not zero.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -33,6 +33,15 @@ def evaluate_title_to_image(model: torch.nn.Module, products: Sequence[Product],
     title, ranked among all products with an image; empty when the model has no image modality or no row qualifies."""
     if "image" not in model.config.modalities:
         return {}
+    return title_to_image(lambda titles: model.encode_query(text=titles), image_only_embeddings(model, features, edge_index),
+                          products, features, query_rows, ks)
+
+
+@torch.no_grad()
+def title_to_image(embed_titles: Callable[[list[str]], torch.Tensor], items: torch.Tensor, products: Sequence[Product],
+                   features: ProductFeatures, query_rows: Iterable[int], ks=(1, 5, 10)) -> dict[str, float]:
+    """The metric for any model: ``embed_titles(titles) -> [Q, d]`` against ``items [N, d]``, the products'
+    image-only embeddings (only products with an image are candidates)."""
     has_image = features.image_mask
     rows = [int(i) for i in query_rows if has_image[int(i)] and (products[int(i)].title or "").strip()]
     if not rows:
@@ -40,6 +49,4 @@ def evaluate_title_to_image(model: torch.nn.Module, products: Sequence[Product],
     candidates = has_image.nonzero().flatten()
     position = torch.full((len(products),), -1, dtype=torch.long)
     position[candidates] = torch.arange(candidates.numel())
-    queries = model.encode_query(text=[products[i].title for i in rows])
-    items = image_only_embeddings(model, features, edge_index)[candidates]
-    return evaluate_queries(queries, position[rows], items, ks)
+    return evaluate_queries(embed_titles([products[i].title for i in rows]), position[rows], items[candidates], ks)

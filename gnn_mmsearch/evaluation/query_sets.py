@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from ..data.catalog import Catalog
 from ..data.splits import EdgeSplit
 from ..features import ProductFeatures
 from ..retrievers import RETRIEVERS, QueryBatch
+from ..ranking.modal import split_query_features
 from .attribute_queries import attribute_queries, graded_metrics, ground_truth, relevance
 from .image_queries import image_queries
 from .queries import title_queries
@@ -65,12 +66,29 @@ def query_sets(catalog: Catalog, encoder, rows: Sequence[int], seed: int, work_d
 
 
 @torch.no_grad()
-def evaluate_model(encoder, sets: Sequence[QuerySet], items: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
-    """``<set>/<metric>@k`` of the trained ``encoder``'s query embeddings ranked against product embeddings
-    ``items`` (exact search)."""
+def evaluate_model(embed_queries: Callable[[dict], torch.Tensor], sets: Sequence[QuerySet], items: torch.Tensor,
+                   ks: Sequence[int]) -> dict[str, float]:
+    """``<set>/<metric>@k`` of query embeddings (``embed_queries(raw features)``) ranked against the product
+    embeddings ``items`` (exact search)."""
     out = {}
     for qs in sets:
-        ranked = top_k(encoder.embed_queries(qs.queries.features), items, max(ks))
+        ranked = top_k(embed_queries(qs.queries.features), items, max(ks))
+        out.update({f"{qs.name}/{k}": v for k, v in qs.score(ranked, ks).items()})
+    return out
+
+
+def evaluate_served(searcher, sets: Sequence[QuerySet], ks: Sequence[int]) -> dict[str, float]:
+    """``<set>/<metric>@k`` of the lists ``Searcher.serve`` returns for every query set (diversify stage off): what
+    ``gnn-mmsearch search`` answers, hybrid relevance retrieval and ranker included."""
+    row = searcher.catalog.index_of
+    pad, depth, out = len(row), max(ks), {}
+    for qs in sets:
+        features = qs.queries.features
+        vectors = searcher.encoder.embed_queries(features).detach().numpy()
+        modal = split_query_features(features, searcher.pipeline.table.modal)
+        queries = [searcher.pipeline.query(v, searcher.index.vectors, modal=m) for v, m in zip(vectors, modal)]
+        served = searcher.serve(vectors, queries, depth, mmr_lambda=1.0, features=features, texts=qs.queries.texts)
+        ranked = torch.tensor([[row[i] for i in r.ids] + [pad] * (depth - len(r.ids)) for r in served])
         out.update({f"{qs.name}/{k}": v for k, v in qs.score(ranked, ks).items()})
     return out
 
@@ -102,13 +120,15 @@ HEADLINE = ("text_query/recall@10", "attribute_query/ndcg@10", "image_query/reca
 
 
 def side_by_side(metrics: Mapping[str, float], columns: Sequence[str] = HEADLINE) -> str:
-    """The trained model and every baseline in one table, one column per headline metric ('-': not answered)."""
-    rows = {"trained model": {c: metrics.get(c) for c in columns}}
+    """What ``search`` serves, the graph space alone and every baseline in one table, one column per headline metric
+    ('-': not answered)."""
+    rows = {"served (trained)": {c: metrics.get(c) for c in columns}}
     for key, value in metrics.items():
-        if key.startswith("baseline/"):
-            _, name, metric = key.split("/", 2)
-            if metric in columns:
-                rows.setdefault(name, {})[metric] = value
+        prefix, _, rest = key.partition("/")
+        name, metric = ("graph space", rest) if prefix == "graph_space" else rest.split("/", 1) if \
+            prefix == "baseline" else (None, None)
+        if name and metric in columns:
+            rows.setdefault(name, {})[metric] = value
     shown = [c for c in columns if any(r.get(c) is not None for r in rows.values())]
     width = max(len(n) for n in rows) + 2
     lines = ["model".ljust(width) + "".join(c.rjust(max(len(c), 8) + 2) for c in shown)]

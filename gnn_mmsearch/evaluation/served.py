@@ -43,14 +43,16 @@ def list_metrics(lists: Sequence[Sequence[str]], targets: Sequence[Collection[st
 
 
 def served_query_metrics(searcher: Searcher, vectors: np.ndarray, queries: Sequence[RankQuery],
-                         targets: Sequence[str], k: int) -> dict[str, float]:
+                         targets: Sequence[str], k: int, features: dict | None = None,
+                         texts: Sequence[str] | None = None) -> dict[str, float]:
     """Diversity of the served top-``k`` lists for text queries (``diversity/*``, diversify stage off) and, when the
     pipeline diversifies, their relevance and diversity as served (``text_query_mmr/*``, ``diversity_mmr/*``)."""
     categories = {p.id: p.category for p in searcher.catalog.products}
     relevant = [{t} for t in targets]
 
     def measure(mmr_lambda: float | None) -> dict[str, float]:
-        lists = [r.ids for r in searcher.serve(vectors, queries, k, mmr_lambda=mmr_lambda)]
+        lists = [r.ids for r in searcher.serve(vectors, queries, k, mmr_lambda=mmr_lambda, features=features,
+                                               texts=texts)]
         return list_metrics(lists, relevant, searcher.index, categories, k)
 
     plain = measure(1.0)

@@ -13,17 +13,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..data import load_catalog, split_edges, split_products
 from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
-from ..evaluation.query_sets import evaluate_baselines, evaluate_model, query_sets, side_by_side
+from ..evaluation.crossmodal import title_to_image
+from ..evaluation.query_sets import evaluate_baselines, evaluate_model, evaluate_served, query_sets, side_by_side
 from ..features import build_image_encoder, build_text_encoder, extract_features
 from ..index import create_index
-from ..models import EncoderConfig, MultimodalGraphEncoder
+from ..models import EncoderConfig, MultimodalGraphEncoder, RelevanceConfig, RelevanceEncoder
 from ..ranking import build_pipeline
 from ..ranking.modal import split_query_features
+from ..retrievers.bm25 import BM25Retriever
+from ..retrievers.hybrid import HybridRetrieval
 from ..run_dir import RunDir
 from ..search import Searcher, format_hits, index_attributes
 from ..tracking import Tracker
 from ..training import TrainConfig, Trainer
 from ..training.ranker import fit_ranking
+from ..training.relevance import RelevanceTrainConfig, train_relevance, validation_split
 from ..utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -74,10 +78,23 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     held_out = holdout.nonzero().flatten().tolist()
     with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-queries-") as work_dir:
         sets = query_sets(catalog, model, held_out, cfg.seed, Path(work_dir))
-    metrics.update(evaluate_model(model, sets, emb_test, ks))
+    metrics.update({f"graph_space/{k}": v for k, v in evaluate_model(model.embed_queries, sets, emb_test, ks).items()})
     metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks))
     crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"), held_out,
                                          tuple(cfg.eval.crossmodal_ks))
+    head, head_history = None, []
+    if cfg.relevance.enabled:
+        t = time.perf_counter()
+        head, head_history = fit_relevance_head(cfg, catalog, feats, model, holdout)
+        crossmodal = title_to_image(
+            lambda titles: head.embed_query_features(text=model.query_features(text=titles)["text"]),
+            head(feats.image, feats.image_mask, feats.text, torch.zeros_like(feats.text_mask)),
+            catalog.products, feats, held_out, tuple(cfg.eval.crossmodal_ks))
+        timings["relevance_s"] = time.perf_counter() - t
+        metrics["val/search"] = max(row["relevance/val"] for row in head_history)
+    # what sweeps optimise (validation only): co-purchase and, with a relevance head, search, equally weighted
+    metrics["val/objective"] = float(np.mean([metrics[f"val/{cfg.train.monitor}"], metrics.get("val/search",
+                                                                                             metrics[f"val/{cfg.train.monitor}"])]))
     metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
 
     # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
@@ -88,35 +105,67 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     index = create_index(index_cfg.pop("kind"), dim=emb.shape[1], **index_cfg)
     index.add(emb, catalog.ids, index_attributes(catalog))
     metrics["index/recall@10"] = _index_recall(index, emb, catalog.ids)
-    searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types))
+    searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types),
+                        hybrid_retrieval(cfg, head, catalog, feats) if head is not None else None)
     timings["eval_index_s"] = time.perf_counter() - t
     if cfg.ranking.ranker or cfg.ranking.personalize:
         t = time.perf_counter()
         metrics.update(fit_ranking(cfg.ranking, searcher, feats, cfg.seed, run / run.RANKER,
                                    run / run.RANKING_FEATURES, min(ks)))
         timings["ranking_s"] = time.perf_counter() - t
+    metrics.update(evaluate_served(searcher, sets, ks))
     text = next((qs for qs in sets if qs.name == "text_query"), None)
     if text is not None:
         vectors = model.embed_queries(text.queries.features).detach().numpy()
         served = [searcher.pipeline.query(v, index.vectors, modal=m)
                   for v, m in zip(vectors, split_query_features(text.queries.features, searcher.pipeline.table.modal))]
-        metrics.update(served_query_metrics(searcher, vectors, served, [catalog.ids[i] for i in text.targets], min(ks)))
+        metrics.update(served_query_metrics(searcher, vectors, served, [catalog.ids[i] for i in text.targets], min(ks),
+                                            text.queries.features, text.queries.texts))
 
     model.save_pretrained(run / run.ENCODER)
     index.save(run / run.INDEX)
+    if searcher.hybrid is not None:
+        searcher.hybrid.head.save_pretrained(run / run.RELEVANCE)
+        searcher.hybrid.index.save(run / run.RELEVANCE_INDEX)
     timings["total_s"] = time.perf_counter() - t0
-    run.write_results("search", cfg, metrics, history, {
+    run.write_results("search", cfg, metrics, history, {"relevance_history": head_history,
         "data_fingerprint": catalog.fingerprint(), "catalog": catalog.name,
         "catalog_root": str(catalog.root.resolve()), "num_products": len(catalog), "num_edges": len(catalog.edges),
         "features": feats.stats, "epochs": len(history), "timings_s": timings})
 
-    print(format_metrics({k: v for k, v in metrics.items() if not k.startswith("baseline/")}))
+    print(format_metrics({k: v for k, v in metrics.items() if not k.startswith(("baseline/", "graph_space/"))}))
     print(f"\nside by side (baselines: eval.baselines):\n{side_by_side(metrics)}")
     for q in cfg.eval.examples:
         print(f'\nsearch "{q}":\n{format_hits(searcher.search(text=q, k=5))}')
     print(f"\nfeatures: {feats.stats}\ntimings: " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     print(f"run directory: {run.path.resolve()}")
     return metrics
+
+
+def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraphEncoder,
+                       holdout: torch.Tensor) -> tuple[RelevanceEncoder, list[dict]]:
+    """Train the relevance head on pseudo queries of products outside the test holdout and its validation split."""
+    r = cfg.relevance
+    head = RelevanceEncoder(RelevanceConfig(feats.image.size(1), feats.text.size(1), r.hidden_dim, r.out_dim, r.dropout))
+    train_cfg = RelevanceTrainConfig(**r.train)
+    validation, train_products = validation_split(holdout, train_cfg.validation_ratio, cfg.seed)
+    history = train_relevance(head, catalog, feats, encoder, validation, train_products, train_cfg, cfg.seed)
+    return head, history
+
+
+def hybrid_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats) -> HybridRetrieval:
+    """The head's index (same index config as the graph's) over every product with a text or an image (one with
+    neither has nothing a text or image query could match; product queries reach it through the graph), and BM25
+    over the catalog."""
+    with torch.no_grad():
+        emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).numpy()
+    rows = (feats.image_mask | feats.text_mask).nonzero().flatten().tolist()
+    index_cfg = dict(cfg.index)
+    index = create_index(index_cfg.pop("kind"), dim=emb.shape[1], **index_cfg)
+    attributes = index_attributes(catalog)
+    index.add(emb[rows], [catalog.ids[i] for i in rows], [attributes[i] for i in rows])
+    bm25 = BM25Retriever().fit(catalog) if cfg.relevance.bm25_weight else None
+    return HybridRetrieval(head, index, bm25, cfg.relevance.depth, cfg.relevance.bm25_weight)
 
 
 def best_validation(history: list[dict], monitor: str) -> dict[str, float]:

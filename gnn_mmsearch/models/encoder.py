@@ -10,21 +10,17 @@ queries (``encode_products``, ``encode_query``) that run the pretrained feature 
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.catalog import MODALITIES, Catalog, Edge, Product
 from ..layers import FUSIONS, GraphPropagation
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from ._pretrained import Pretrained
 
 
 @dataclass
@@ -57,7 +53,9 @@ def _tower(hidden_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
 
 
-class MultimodalGraphEncoder(nn.Module):
+class MultimodalGraphEncoder(Pretrained, nn.Module):
+    config_class = EncoderConfig
+
     def __init__(self, config: EncoderConfig | None = None, **kwargs):
         super().__init__()
         self.config = config or EncoderConfig(**kwargs)
@@ -161,21 +159,3 @@ class MultimodalGraphEncoder(nn.Module):
         out = self.embed_query_features(**features)
         self.train(was_training)
         return out
-
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` to ``directory``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "MultimodalGraphEncoder":
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}: not a saved MultimodalGraphEncoder")
-        model = cls(EncoderConfig(**json.loads((directory / CONFIG_NAME).read_text())))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=map_location))
-        return model.eval()

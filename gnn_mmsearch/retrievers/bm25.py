@@ -1,6 +1,8 @@
 """BM25 (``bm25s``) over each product's title, description and brand."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..data.catalog import Catalog, Product
@@ -23,6 +25,8 @@ class BM25Retriever(Retriever):
     def fit(self, catalog: Catalog, features: ProductFeatures | None = None) -> "BM25Retriever":
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+        self.row = dict(catalog.index_of)
         docs = [product_document(p) for p in catalog.products]
         self.has_text = np.array([bool(d) for d in docs])
         self.model = bm25s.BM25(k1=self.k1, b=self.b)

@@ -57,21 +57,26 @@ def fit_ranking(ranking: Mapping, searcher: Searcher, feats: ProductFeatures, se
     train, test = split_users(queries, float(ranking.get("test_users", 0.3)), seed)
     assert_no_leakage(train, test)
     if ranking.get("ranker") and is_learned(ranking["ranker"]):
-        qv = vectors[[row[q.user] for q in train]]
-        found = index.search(qv, pipe.candidates, exclude=[q.history for q in train])
+        rows = [row[q.user] for q in train]
+        qv = vectors[rows]
+        found = searcher.retrieve(qv, pipe.candidates, exclude=[q.history for q in train],
+                                  features={m: x[rows] for m, x in raw.items()}, texts=[texts[r] for r in rows])
         cands = list(zip(found.ids, found.scores))
         rqs = [pipe.query(v, index.vectors, q.history if personal else (), personal, modal[row[q.user]])
                for personal in (True, False) for q, v in zip(train, qv)]
         x, y, groups = training_examples(pipe.table, index, train + train, cands + cands, rqs)
         pipe.scorer = create_ranker(ranking["ranker"], seed, **dict(ranking.get("ranker_kwargs") or {}))
         pipe.scorer.fit(x, y, groups).save(ranker_dir)
-    qv = vectors[[row[q.user] for q in test]]
+    rows = [row[q.user] for q in test]
+    qv = vectors[rows]
     rqs = [pipe.query(v, index.vectors, q.history, True, modal[row[q.user]]) for q, v in zip(test, qv)]
-    retrieval_only = Searcher(model, index, catalog, RankingPipeline(pipe.table, candidates=pipe.candidates))
+    retrieval_only = Searcher(model, index, catalog, RankingPipeline(pipe.table, candidates=pipe.candidates),
+                              searcher.hybrid)
+    served_as = {"features": {m: x[rows] for m, x in raw.items()}, "texts": [texts[r] for r in rows]}
     categories = {p.id: p.category for p in catalog.products}
     out = {}
     for name, served in (("user_query", retrieval_only), ("user_query_ranked", searcher)):
-        lists = [r.ids for r in served.serve(qv, rqs, k, exclude=[q.history for q in test])]
+        lists = [r.ids for r in served.serve(qv, rqs, k, exclude=[q.history for q in test], **served_as)]
         m = list_metrics(lists, [q.targets for q in test], index, categories, k)
         out.update({f"{name}/{key}": m[key] for key in (f"ndcg@{k}", f"recall@{k}")})
     log.info("ranking: %d train / %d test users; %s", len(train), len(test), out)
