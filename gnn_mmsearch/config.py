@@ -78,15 +78,17 @@ class RelevanceHeadConfig:
     out_dim: int = 256
     dropout: float = 0.1
     depth: int = 100  # candidates the head retrieves and BM25 re-scores
-    bm25_weight: float = 1.0  # BM25's weight in the reciprocal rank fusion (0: the head alone)
+    bm25_weight: float = 1.0  # BM25's weight in the reciprocal rank fusion of text queries (0: off)
+    image_weight: float = 1.0  # the raw image features' weight in the fusion of image queries (0: off)
     train: RelevanceTrainConfig = field(default_factory=RelevanceTrainConfig)
 
     def __post_init__(self):
         for name in ("hidden_dim", "out_dim", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"relevance.{name} must be >= 1, got {getattr(self, name)}")
-        if self.bm25_weight < 0:
-            raise ValueError(f"relevance.bm25_weight must be >= 0, got {self.bm25_weight}")
+        for name in ("bm25_weight", "image_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"relevance.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

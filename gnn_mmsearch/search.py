@@ -19,7 +19,7 @@ from .index import Filter, SearchResult, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
 from .models.relevance import RelevanceEncoder
 from .ranking import Ranked, RankingPipeline, RankQuery, load_pipeline, user_vector
-from .ranking.modal import split_query_features
+from .ranking.modal import load_modal, split_query_features
 from .retrievers.bm25 import BM25Retriever
 from .retrievers.hybrid import HybridRetrieval
 from .run_dir import RunDir
@@ -35,6 +35,14 @@ class Hit:
     category: str
     price: float | None
     stages: dict[str, float] = field(default_factory=dict)  # each stage's score: retrieval, score, personal, final
+
+
+def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, catalog: Catalog,
+                     images: tuple[np.ndarray, np.ndarray] | None) -> HybridRetrieval:
+    """The served first stage of text / image queries as ``relevance`` (the run's config block) describes it."""
+    bm25 = BM25Retriever().fit(catalog) if relevance.bm25_weight else None
+    return HybridRetrieval(head, index, catalog.index_of, bm25, images, relevance.depth, relevance.bm25_weight,
+                           relevance.image_weight)
 
 
 def index_attributes(catalog: Catalog) -> list[dict]:
@@ -65,10 +73,9 @@ class Searcher:
                                  run / run.RANKING_FEATURES)
         hybrid = None
         if (run / run.RELEVANCE).is_dir():
-            serving = cfg.relevance
-            bm25 = BM25Retriever().fit(catalog) if serving.bm25_weight else None
-            hybrid = HybridRetrieval(RelevanceEncoder.from_pretrained(run / run.RELEVANCE),
-                                     load_index(run / run.RELEVANCE_INDEX), bm25, serving.depth, serving.bm25_weight)
+            hybrid = hybrid_retrieval(cfg.relevance, RelevanceEncoder.from_pretrained(run / run.RELEVANCE),
+                                      load_index(run / run.RELEVANCE_INDEX), catalog,
+                                      load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"))
         return cls(encoder, load_index(run / run.INDEX), catalog, pipeline, hybrid)
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,

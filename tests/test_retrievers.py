@@ -112,12 +112,17 @@ def test_hybrid_retrieval_fuses_the_heads_candidates_with_bm25(tmp_path):
     emb[0] = head.embed_query_features(**query).detach().numpy()[0]  # A is the head's first pick
     index = create_index("exact", dim=4)
     index.add(emb, catalog.ids)
-    alone = HybridRetrieval(head, index, None, depth=4).search(query, ["red wallet"], 4)
+    rows = catalog.index_of
+    alone = HybridRetrieval(head, index, rows, depth=4).search(query, ["red wallet"], 4)
     bm25 = RETRIEVERS.create("bm25").fit(catalog, feats)
-    fused = HybridRetrieval(head, index, bm25, depth=4).search(query, ["red wallet"], 4)
+    fused = HybridRetrieval(head, index, rows, bm25, depth=4).search(query, ["red wallet"], 4)
     assert set(fused.ids[0]) == set(alone.ids[0])  # BM25 re-scores the head's candidates, adds none
     assert fused.ids[0][0] == "A" and fused.scores[0][0] == pytest.approx(1.0)  # first for both: score 1
     assert np.all(np.diff(fused.scores[0]) <= 0)
-    assert HybridRetrieval(head, index, bm25, depth=4).search(query, None, 4).ids == alone.ids  # image query: head
+    assert HybridRetrieval(head, index, rows, bm25, depth=4).search(query, None, 4).ids == alone.ids  # no text: head
+    images = (torch.nn.functional.normalize(feats.image, dim=-1).numpy(), feats.image_mask.numpy())
+    photo = {"image": feats.image[3:4]}  # D's photo: the raw cosine ranks D (then A, B by cosine; C has none)
+    by_image = HybridRetrieval(head, index, rows, images=images, depth=4, image_weight=1e6).search(photo, None, 4)
+    assert by_image.ids[0][0] == "D" and by_image.ids[0][-1] == "C"
     saved = RelevanceEncoder.from_pretrained(head.save_pretrained(tmp_path / "head"))
     torch.testing.assert_close(saved.embed_query_features(**query), head.embed_query_features(**query))

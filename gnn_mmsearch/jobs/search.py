@@ -19,11 +19,10 @@ from ..features import build_image_encoder, build_text_encoder, extract_features
 from ..index import create_index
 from ..models import EncoderConfig, MultimodalGraphEncoder, RelevanceConfig, RelevanceEncoder
 from ..ranking import build_pipeline
-from ..ranking.modal import split_query_features
-from ..retrievers.bm25 import BM25Retriever
+from ..ranking.modal import load_modal, product_modal, save_modal, split_query_features
 from ..retrievers.hybrid import HybridRetrieval
 from ..run_dir import RunDir
-from ..search import Searcher, format_hits, index_attributes
+from ..search import Searcher, format_hits, hybrid_retrieval, index_attributes
 from ..tracking import Tracker
 from ..training import TrainConfig, Trainer
 from ..training.ranker import fit_ranking
@@ -106,7 +105,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     index.add(emb, catalog.ids, index_attributes(catalog))
     metrics["index/recall@10"] = _index_recall(index, emb, catalog.ids)
     searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types),
-                        hybrid_retrieval(cfg, head, catalog, feats) if head is not None else None)
+                        relevance_retrieval(cfg, head, catalog, feats, run) if head is not None else None)
     timings["eval_index_s"] = time.perf_counter() - t
     if cfg.ranking.ranker or cfg.ranking.personalize:
         t = time.perf_counter()
@@ -153,10 +152,10 @@ def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraph
     return head, history
 
 
-def hybrid_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats) -> HybridRetrieval:
+def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats, run: RunDir) -> HybridRetrieval:
     """The head's index (same index config as the graph's) over every product with a text or an image (one with
-    neither has nothing a text or image query could match; product queries reach it through the graph), and BM25
-    over the catalog."""
+    neither has nothing a text or image query could match; product queries reach it through the graph); the
+    products' raw features are saved for the fusion (``run.RANKING_FEATURES``)."""
     with torch.no_grad():
         emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).numpy()
     rows = (feats.image_mask | feats.text_mask).nonzero().flatten().tolist()
@@ -164,8 +163,8 @@ def hybrid_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats) ->
     index = create_index(index_cfg.pop("kind"), dim=emb.shape[1], **index_cfg)
     attributes = index_attributes(catalog)
     index.add(emb[rows], [catalog.ids[i] for i in rows], [attributes[i] for i in rows])
-    bm25 = BM25Retriever().fit(catalog) if cfg.relevance.bm25_weight else None
-    return HybridRetrieval(head, index, bm25, cfg.relevance.depth, cfg.relevance.bm25_weight)
+    modal = load_modal(save_modal(product_modal(feats), run / run.RANKING_FEATURES), len(catalog))
+    return hybrid_retrieval(cfg.relevance, head, index, catalog, modal.get("image"))
 
 
 def best_validation(history: list[dict], monitor: str) -> dict[str, float]:

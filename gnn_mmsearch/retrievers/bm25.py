@@ -26,7 +26,6 @@ class BM25Retriever(Retriever):
         import bm25s
 
         logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
-        self.row = dict(catalog.index_of)
         docs = [product_document(p) for p in catalog.products]
         self.has_text = np.array([bool(d) for d in docs])
         self.model = bm25s.BM25(k1=self.k1, b=self.b)

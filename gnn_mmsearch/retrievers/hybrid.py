@@ -1,12 +1,13 @@
 """The served first stage of text and image queries: the relevance head's index, its candidates re-scored by a
-reciprocal rank fusion with BM25 (text queries).
+reciprocal rank fusion with BM25 (text queries) and with the raw image features (image queries).
 
     candidates = relevance_index.search(head(query), depth)           # filters and exclusions apply here
-    score(d)   = (w_head / (k + rank_head(d)) + w_bm25 / (k + rank_bm25(d))) * (k + 1) / (w_head + w_bm25)
+    score(d)   = (1 / (k + rank_head(d)) + sum_r w_r / (k + rank_r(d))) * (k + 1) / (1 + sum_r w_r)
 
-so a product first for both scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun); the head
-brings synonyms, images and products without text. Product and history queries do not come here: they search
-the graph encoder's index (what is bought together).
+so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun);
+the raw EfficientNet cosine keeps near-copies of a query photo on top, where the trained image tower blurs them; the
+head brings synonyms, images for words and products without text. Product and history queries do not come here:
+they search the graph encoder's index (what is bought together).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..index import Filter, SearchResult, VectorIndex
 from ..models.relevance import RelevanceEncoder
@@ -23,32 +25,39 @@ from .fusion import ranks
 
 
 class HybridRetrieval:
-    def __init__(self, head: RelevanceEncoder, index: VectorIndex, bm25: BM25Retriever | None = None,
-                 depth: int = 100, bm25_weight: float = 1.0, k: float = 60.0):
-        self.head, self.index, self.bm25 = head, index, bm25
-        self.depth, self.bm25_weight, self.k = depth, bm25_weight, k
+    def __init__(self, head: RelevanceEncoder, index: VectorIndex, rows: Mapping[str, int],
+                 bm25: BM25Retriever | None = None, images: tuple[np.ndarray, np.ndarray] | None = None,
+                 depth: int = 100, bm25_weight: float = 1.0, image_weight: float = 1.0, k: float = 60.0):
+        """``rows``: product id -> catalog row; ``images``: the products' raw image features (unit rows, any float
+        dtype) and their presence mask, in catalog order."""
+        self.head, self.index, self.rows, self.bm25, self.images = head, index, rows, bm25, images
+        self.depth, self.bm25_weight, self.image_weight, self.k = depth, bm25_weight, image_weight, k
 
     @torch.no_grad()
     def search(self, features: Mapping[str, torch.Tensor], texts: Sequence[str] | None, k: int,
                filter: Filter | None = None, exclude: Sequence[Sequence[str]] | None = None) -> SearchResult:
-        """Top ``max(k, depth)`` per query, best first; ``texts`` (one per query, or ``None``: image queries) turn
-        on the BM25 half."""
+        """Top ``max(k, depth)`` per query, best first; ``texts`` (one per query, or ``None``) turn on BM25, image
+        features the raw image re-scoring."""
         vectors = self.head.embed_query_features(**features).numpy()
         found = self.index.search(vectors, max(k, self.depth), filter=filter, exclude=exclude)
-        if texts is None or self.bm25 is None or not self.bm25_weight:
+        rankers = []  # (weight, [Q, C] scores of each query's candidates, from catalog rows)
+        if texts is not None and self.bm25 is not None and self.bm25_weight:
+            lexical = self.bm25.scores(QueryBatch(list(texts)))
+            rankers.append((self.bm25_weight, lambda q, rows: lexical[q, rows]))
+        if "image" in features and self.images is not None and self.image_weight:
+            query = F.normalize(features["image"].float(), dim=-1).numpy()
+            items, ok = self.images
+            rankers.append((self.image_weight, lambda q, rows: np.where(
+                ok[rows], np.asarray(items[rows], np.float32) @ query[q], -np.inf)))
+        if not rankers:
             return found
-        lexical = self.bm25.scores(QueryBatch(list(texts)))
         ids, scores = [], []
-        for q, (row_ids, row_scores) in enumerate(zip(found.ids, found.scores)):
-            if not row_ids:
-                ids.append(row_ids)
-                scores.append(row_scores)
-                continue
-            rows = [self.bm25.row[i] for i in row_ids]
-            head_rank = np.arange(1, len(row_ids) + 1, dtype=np.float64)
-            bm25_rank = ranks(lexical[q, rows][None])[0]
-            fused = (1.0 / (self.k + head_rank) + self.bm25_weight / (self.k + bm25_rank))
-            fused *= (self.k + 1) / (1.0 + self.bm25_weight)
+        for q, row_ids in enumerate(found.ids):
+            rows = np.array([self.rows[i] for i in row_ids], np.int64)
+            fused = 1.0 / (self.k + np.arange(1, len(row_ids) + 1, dtype=np.float64))
+            for weight, score in rankers:
+                fused += weight / (self.k + ranks(score(q, rows)[None])[0]) if len(rows) else 0.0
+            fused *= (self.k + 1) / (1.0 + sum(w for w, _ in rankers))
             order = np.argsort(-fused, kind="stable")
             ids.append([row_ids[i] for i in order])
             scores.append(fused[order].astype(np.float32))
