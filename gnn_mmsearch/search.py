@@ -1,8 +1,9 @@
 """Serving: answer queries from a saved run (encoder + index + catalog) through the staged ranking pipeline.
 
 Queries: text, image, text and image together, a product id, a user's history (product ids), or a batch of texts.
-Every query takes one path, :meth:`Searcher.serve`: index retrieval, then ``ranking.RankingPipeline`` (score ->
-personalize -> diversify, each optional). Nothing here imports training code.
+Every query takes one path, :meth:`Searcher.serve`: retrieval (text and image queries from the relevance head's
+hybrid index when the run has one, product and history queries from the graph index), then
+``ranking.RankingPipeline`` (score -> personalize -> diversify, each optional). Nothing here imports training code.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_me
 from ..evaluation.crossmodal import title_to_image
 from ..evaluation.query_sets import evaluate_baselines, evaluate_model, evaluate_served, query_sets, side_by_side
 from ..features import build_image_encoder, build_text_encoder, extract_features
-from ..index import create_index
+from ..index import VectorIndex, create_index
 from ..models import EncoderConfig, MultimodalGraphEncoder, RelevanceConfig, RelevanceEncoder
 from ..ranking import build_pipeline
 from ..ranking.modal import load_modal, product_modal, save_modal, split_query_features
@@ -26,7 +26,7 @@ from ..search import Searcher, format_hits, hybrid_retrieval, index_attributes
 from ..tracking import Tracker
 from ..training import TrainConfig, Trainer
 from ..training.ranker import fit_ranking
-from ..training.relevance import RelevanceTrainConfig, train_relevance, validation_split
+from ..training.relevance import NoPseudoQueries, RelevanceTrainConfig, train_relevance, validation_split
 from ..utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -79,37 +79,40 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         sets = query_sets(catalog, model, held_out, cfg.seed, Path(work_dir))
     metrics.update({f"graph_space/{k}": v for k, v in evaluate_model(model.embed_queries, sets, emb_test, ks).items()})
     metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks))
-    crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"), held_out,
-                                         tuple(cfg.eval.crossmodal_ks))
-    head, head_history = None, []
+    head, head_history, started = None, [], time.perf_counter()
     if cfg.relevance.enabled:
-        t = time.perf_counter()
         head, head_history = fit_relevance_head(cfg, catalog, feats, model, holdout)
-        crossmodal = title_to_image(
-            lambda titles: head.embed_query_features(text=model.query_features(text=titles)["text"]),
-            head(feats.image, feats.image_mask, feats.text, torch.zeros_like(feats.text_mask)),
-            catalog.products, feats, held_out, tuple(cfg.eval.crossmodal_ks))
-        timings["relevance_s"] = time.perf_counter() - t
+        timings["relevance_s"] = time.perf_counter() - started
+    if head is not None:
         metrics["val/search"] = max(row["relevance/val"] for row in head_history)
+        with torch.no_grad():
+            image_only = head(feats.image, feats.image_mask, feats.text, torch.zeros_like(feats.text_mask))
+        crossmodal = title_to_image(
+            lambda titles: head.embed_query_features(text=model.query_features(text=titles)["text"]), image_only,
+            catalog.products, feats, held_out, tuple(cfg.eval.crossmodal_ks))
+    else:
+        crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"), held_out,
+                                             tuple(cfg.eval.crossmodal_ks))
     # what sweeps optimise (validation only): co-purchase and, with a relevance head, search, equally weighted
-    metrics["val/objective"] = float(np.mean([metrics[f"val/{cfg.train.monitor}"], metrics.get("val/search",
-                                                                                             metrics[f"val/{cfg.train.monitor}"])]))
+    monitored = metrics[f"val/{cfg.train.monitor}"]
+    metrics["val/objective"] = (monitored + metrics.get("val/search", monitored)) / 2
     metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
 
     # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
     with torch.no_grad():
         emb = model(feats.image, feats.image_mask, feats.text, feats.text_mask,
                     catalog.to_pyg(model.config.graph_edge_types).edge_index).numpy()
-    index_cfg = dict(cfg.index)
-    index = create_index(index_cfg.pop("kind"), dim=emb.shape[1], **index_cfg)
-    index.add(emb, catalog.ids, index_attributes(catalog))
+    index = build_index(cfg.index, emb, catalog, range(len(catalog)))
     metrics["index/recall@10"] = _index_recall(index, emb, catalog.ids)
+    ranking_stage = bool(cfg.ranking.ranker or cfg.ranking.personalize)
+    if head is not None or ranking_stage:  # the products' raw features, read by the fusion and the ranker
+        save_modal(product_modal(feats), run / run.RANKING_FEATURES)
     searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types),
                         relevance_retrieval(cfg, head, catalog, feats, run) if head is not None else None)
     timings["eval_index_s"] = time.perf_counter() - t
-    if cfg.ranking.ranker or cfg.ranking.personalize:
+    if ranking_stage:
         t = time.perf_counter()
-        metrics.update(fit_ranking(cfg.ranking, searcher, feats, cfg.seed, run / run.RANKER,
+        metrics.update(fit_ranking(cfg.ranking, searcher, cfg.seed, run / run.RANKER,
                                    run / run.RANKING_FEATURES, min(ks)))
         timings["ranking_s"] = time.perf_counter() - t
     metrics.update(evaluate_served(searcher, sets, ks))
@@ -142,28 +145,40 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
 
 
 def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraphEncoder,
-                       holdout: torch.Tensor) -> tuple[RelevanceEncoder, list[dict]]:
-    """Train the relevance head on pseudo queries of products outside the test holdout and its validation split."""
+                       holdout: torch.Tensor) -> tuple[RelevanceEncoder | None, list[dict]]:
+    """Train the relevance head on pseudo queries of products outside the test holdout and its validation split;
+    ``(None, [])`` with a warning when the catalog gives it nothing to learn from (text and image queries then
+    search the graph space)."""
     r = cfg.relevance
     head = RelevanceEncoder(RelevanceConfig(feats.image.size(1), feats.text.size(1), r.hidden_dim, r.out_dim, r.dropout))
     train_cfg = RelevanceTrainConfig(**r.train)
     validation, train_products = validation_split(holdout, train_cfg.validation_ratio, cfg.seed)
-    history = train_relevance(head, catalog, feats, encoder, validation, train_products, train_cfg, cfg.seed)
+    try:
+        history = train_relevance(head, catalog, feats, encoder, validation, train_products, train_cfg, cfg.seed)
+    except NoPseudoQueries as err:
+        log.warning("relevance head skipped: %s; text and image queries search the graph space", err)
+        return None, []
     return head, history
+
+
+def build_index(index_cfg: DictConfig, emb: np.ndarray, catalog, rows) -> VectorIndex:
+    """An index as ``index_cfg`` describes it, holding the products at ``rows`` with their filter attributes."""
+    options = dict(index_cfg)
+    index = create_index(options.pop("kind"), dim=emb.shape[1], **options)
+    attributes = index_attributes(catalog)
+    rows = list(rows)
+    index.add(emb[rows], [catalog.ids[i] for i in rows], [attributes[i] for i in rows])
+    return index
 
 
 def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats, run: RunDir) -> HybridRetrieval:
     """The head's index (same index config as the graph's) over every product with a text or an image (one with
-    neither has nothing a text or image query could match; product queries reach it through the graph); the
-    products' raw features are saved for the fusion (``run.RANKING_FEATURES``)."""
+    neither has nothing a text or image query could match; product queries reach it through the graph), fused with
+    the products' raw features saved in ``run.RANKING_FEATURES``."""
     with torch.no_grad():
         emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).numpy()
-    rows = (feats.image_mask | feats.text_mask).nonzero().flatten().tolist()
-    index_cfg = dict(cfg.index)
-    index = create_index(index_cfg.pop("kind"), dim=emb.shape[1], **index_cfg)
-    attributes = index_attributes(catalog)
-    index.add(emb[rows], [catalog.ids[i] for i in rows], [attributes[i] for i in rows])
-    modal = load_modal(save_modal(product_modal(feats), run / run.RANKING_FEATURES), len(catalog))
+    index = build_index(cfg.index, emb, catalog, (feats.image_mask | feats.text_mask).nonzero().flatten().tolist())
+    modal = load_modal(run / run.RANKING_FEATURES, len(catalog))
     return hybrid_retrieval(cfg.relevance, head, index, catalog, modal.get("image"))
 
 

@@ -19,6 +19,11 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+def reciprocal_rank_fusion(rank_lists: Sequence[np.ndarray], weights: Sequence[float], k: float = 60.0) -> np.ndarray:
+    """``sum_r w_r / (k + rank_r)`` over aligned rank arrays (an ``inf`` rank contributes nothing)."""
+    return sum(w / (k + r) for w, r in zip(weights, rank_lists))
+
+
 @RETRIEVERS.register("rrf")
 class RRFRetriever(Retriever):
     """``sum_r w_r / (k + rank_r(product))`` over ``retrievers`` (each ``{name: <registered retriever>, **options}``;
@@ -43,7 +48,7 @@ class RRFRetriever(Retriever):
         return all(part.supports(queries) for part in self.parts)
 
     def scores(self, queries: QueryBatch) -> np.ndarray:
-        fused = sum(w / (self.k + ranks(part.scores(queries))) for w, part in zip(self.weights, self.parts))
+        fused = reciprocal_rank_fusion([ranks(part.scores(queries)) for part in self.parts], self.weights, self.k)
         out = np.asarray(fused, np.float32)
         out[out == 0] = -np.inf  # seen by no retriever
         return out

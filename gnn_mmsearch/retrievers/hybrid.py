@@ -21,7 +21,7 @@ from ..index import Filter, SearchResult, VectorIndex
 from ..models.relevance import RelevanceEncoder
 from ._retriever import QueryBatch
 from .bm25 import BM25Retriever
-from .fusion import ranks
+from .fusion import ranks, reciprocal_rank_fusion
 
 
 class HybridRetrieval:
@@ -51,13 +51,13 @@ class HybridRetrieval:
                 ok[rows], np.asarray(items[rows], np.float32) @ query[q], -np.inf)))
         if not rankers:
             return found
+        weights = [1.0, *(w for w, _ in rankers)]
         ids, scores = [], []
         for q, row_ids in enumerate(found.ids):
             rows = np.array([self.rows[i] for i in row_ids], np.int64)
-            fused = 1.0 / (self.k + np.arange(1, len(row_ids) + 1, dtype=np.float64))
-            for weight, score in rankers:
-                fused += weight / (self.k + ranks(score(q, rows)[None])[0]) if len(rows) else 0.0
-            fused *= (self.k + 1) / (1.0 + sum(w for w, _ in rankers))
+            rank_lists = [np.arange(1, len(rows) + 1, dtype=np.float64),
+                          *(ranks(score(q, rows)[None])[0] for _, score in rankers)]
+            fused = reciprocal_rank_fusion(rank_lists, weights, self.k) * (self.k + 1) / sum(weights)
             order = np.argsort(-fused, kind="stable")
             ids.append([row_ids[i] for i in order])
             scores.append(fused[order].astype(np.float32))

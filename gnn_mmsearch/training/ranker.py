@@ -19,10 +19,9 @@ import numpy as np
 from ..data.catalog import Catalog
 from ..evaluation.queries import title_query
 from ..evaluation.served import list_metrics
-from ..features import ProductFeatures
 from ..ranking import RankingPipeline, build_pipeline, create_ranker
 from ..ranking._ranker import is_learned
-from ..ranking.modal import load_modal, product_modal, save_modal, split_query_features
+from ..ranking.modal import load_modal, split_query_features
 from ..search import Searcher
 from ._user_queries import UserQuery, assert_no_leakage, split_users, training_examples, user_queries
 
@@ -36,13 +35,12 @@ def user_query_texts(catalog: Catalog, seed: int) -> list[tuple[UserQuery, str]]
     return [(q, text) for q, text in pairs if text]
 
 
-def fit_ranking(ranking: Mapping, searcher: Searcher, feats: ProductFeatures, seed: int, ranker_dir: Path,
+def fit_ranking(ranking: Mapping, searcher: Searcher, seed: int, ranker_dir: Path,
                 features_dir: Path, k: int = 10) -> dict[str, float]:
-    """Give ``searcher`` the configured pipeline: save the products' raw features ``feats`` to ``features_dir``,
-    train a learned ranker (saved in ``ranker_dir``), and return ``user_query/*`` metrics on test users, retrieval
+    """Give ``searcher`` the configured pipeline (the products' raw features read from ``features_dir``), train a
+    learned ranker (saved in ``ranker_dir``), and return ``user_query/*`` metrics on test users, retrieval
     alone vs the pipeline (``user_query_ranked/*``). Fewer than 10 user queries: no ranker is trained, no metrics."""
     model, index, catalog = searcher.encoder, searcher.index, searcher.catalog
-    save_modal(product_modal(feats), features_dir)
     pipe = build_pipeline(ranking, catalog, model.config.graph_edge_types, load_modal(features_dir, len(catalog)))
     searcher.pipeline = pipe
     pairs = user_query_texts(catalog, seed)

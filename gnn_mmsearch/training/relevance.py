@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 VALIDATION_METRICS = ("text_query/recall@10", "attribute_query/ndcg@10", "image_query/recall@10")
 
 
+class NoPseudoQueries(ValueError):
+    """The catalog has no titled training product to make pseudo queries from."""
+
+
 @dataclass
 class RelevanceTrainConfig:
     max_epochs: int = 15
@@ -160,7 +164,7 @@ def train_relevance(model: RelevanceEncoder, catalog: Catalog, features: Product
     train_rows = train_products.nonzero().flatten()
     texts, targets = pseudo_queries(catalog, train_rows.tolist(), config.query_drops, seed)
     if not texts:
-        raise ValueError("no training product has a title: nothing to train the relevance head on")
+        raise NoPseudoQueries("no training product has a title")
     product_words, vocab = bag_of_words([product_document(p) for p in catalog.products])
     query_words, _ = bag_of_words(texts, vocab)
     with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-validation-") as work_dir:
