@@ -126,3 +126,14 @@ def test_hybrid_retrieval_fuses_the_heads_candidates_with_bm25(tmp_path):
     assert by_image.ids[0][0] == "D" and by_image.ids[0][-1] == "C"
     saved = RelevanceEncoder.from_pretrained(head.save_pretrained(tmp_path / "head"))
     torch.testing.assert_close(saved.embed_query_features(**query), head.embed_query_features(**query))
+
+
+def test_relevance_head_needs_titled_training_products():
+    from gnn_mmsearch.models import RelevanceEncoder
+    from gnn_mmsearch.training.relevance import NoPseudoQueries, RelevanceTrainConfig, train_relevance
+
+    untitled = Catalog([Product("A", description="only a description"), Product("B")])
+    mask = torch.tensor([False, True])
+    with pytest.raises(NoPseudoQueries, match="no training product has a title"):
+        train_relevance(RelevanceEncoder(image_dim=2, text_dim=3), untitled, _features(), None, ~mask, mask,
+                        RelevanceTrainConfig(), seed=0)

@@ -59,11 +59,11 @@ class RelevanceTrainConfig:
     validation_ratio: float = 0.1  # products (outside the test holdout) whose queries pick the epoch
 
     def __post_init__(self):
-        check_positive(self, "max_epochs", "lr", "batch_size", "temperature", "patience")
+        check_positive(self, "max_epochs", "lr", "batch_size", "temperature", "patience", prefix="relevance.train")
         if not 0 < self.validation_ratio < 1:
-            raise ValueError(f"relevance.validation_ratio must be in (0, 1), got {self.validation_ratio}")
+            raise ValueError(f"relevance.train.validation_ratio must be in (0, 1), got {self.validation_ratio}")
         if not self.query_drops or not all(0 <= d < 1 for d in self.query_drops):
-            raise ValueError(f"relevance.query_drops must be rates in [0, 1), got {self.query_drops}")
+            raise ValueError(f"relevance.train.query_drops must be rates in [0, 1), got {self.query_drops}")
 
 
 def pseudo_queries(catalog: Catalog, rows: Sequence[int], drops: Sequence[float], seed: int) -> tuple[list[str], list[int]]:
