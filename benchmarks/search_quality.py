@@ -1,5 +1,6 @@
 """Search quality side by side: what ``gnn-mmsearch search`` serves, the graph space alone and every baseline
-(BM25, raw MiniLM / EfficientNet kNN, their concatenation, BM25 + MiniLM reciprocal rank fusion), mean ± std over
+(BM25, raw MiniLM / EfficientNet kNN, their concatenation, BM25 + MiniLM reciprocal rank fusion, and for product
+queries co-purchase popularity and common neighbours), mean ± std over
 seeds, each figure from the same runs (``baseline/<name>/...`` keys of each run's ``metrics.json``).
 
     OMP_NUM_THREADS=1 python benchmarks/search_quality.py --runs-dir runs/search_quality            # default catalog
@@ -19,9 +20,11 @@ from pathlib import Path
 from gnn_mmsearch.evaluation.query_sets import HEADLINE
 from gnn_mmsearch.run_dir import RunDir
 
-ROWS = {"served": "served (relevance head + BM25 for text/image, graph for products)", "graph_space": "graph space alone",
+ROWS = {"served": "served (relevance head + BM25 + query classifier for text/image; graph + co-purchase signals "
+                  "for products)", "graph_space": "graph space alone",
         "bm25": "BM25", "raw_text": "raw MiniLM kNN", "raw_image": "raw EfficientNet kNN",
-        "raw_concat": "raw concat kNN", "hybrid": "BM25 + MiniLM RRF"}
+        "raw_concat": "raw concat kNN", "hybrid": "BM25 + MiniLM RRF", "popularity": "popularity (co-purchase degree)",
+        "common_neighbours": "common neighbours (co-purchase graph)"}
 
 
 def run(seed: int, data: str, run_dir: Path) -> None:

@@ -78,17 +78,39 @@ class RelevanceHeadConfig:
     out_dim: int = 256
     dropout: float = 0.1
     depth: int = 100  # candidates the head retrieves and BM25 re-scores
-    bm25_weight: float = 1.0  # BM25's weight in the reciprocal rank fusion of text queries (0: off)
-    image_weight: float = 1.0  # the raw image features' weight in the fusion of image queries (0: off)
+    # the fusion weights of text queries' BM25 and image queries' raw image cosine, each chosen on validation queries
+    # from its grid (``[0.0]``: off)
+    bm25_weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    image_weights: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
+    category_weights: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0])  # query classifier
     train: RelevanceTrainConfig = field(default_factory=RelevanceTrainConfig)
 
     def __post_init__(self):
         for name in ("hidden_dim", "out_dim", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"relevance.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("bm25_weight", "image_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"relevance.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("bm25_weights", "image_weights", "category_weights"):
+            values = list(getattr(self, name))
+            if not values or min(values) < 0:
+                raise ValueError(f"relevance.{name} must be a non-empty list of weights >= 0, got {values}")
+
+
+@dataclass
+class CopurchaseConfig:
+    """Product queries: graph similarity + common neighbours + popularity (``retrievers/copurchase.py``), the two
+    weights chosen on the validation links from these grids (``[0.0]``: the signal is off)."""
+
+    depth: int = 100  # graph-index candidates re-scored, and as many of the most popular products
+    adjacency_weights: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    popularity_weights: List[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4])
+
+    def __post_init__(self):
+        if self.depth < 1:
+            raise ValueError(f"copurchase.depth must be >= 1, got {self.depth}")
+        for name in ("adjacency_weights", "popularity_weights"):
+            values = list(getattr(self, name))
+            if not values or min(values) < 0:
+                raise ValueError(f"copurchase.{name} must be a non-empty list of weights >= 0, got {values}")
 
 
 @dataclass
@@ -193,6 +215,7 @@ class SearchJobConfig(_JobConfig):
     model: EncoderModelConfig = field(default_factory=EncoderModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     relevance: RelevanceHeadConfig = field(default_factory=RelevanceHeadConfig)
+    copurchase: CopurchaseConfig = field(default_factory=CopurchaseConfig)
     index: Dict[str, Any] = field(default_factory=lambda: {"kind": "hnsw"})  # a kind in index.INDEXES + options
     ranking: RankingConfig = field(default_factory=RankingConfig)
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)

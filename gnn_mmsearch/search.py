@@ -18,10 +18,11 @@ from ._registry import import_modules
 from .data.catalog import Catalog
 from .index import Filter, SearchResult, VectorIndex, load_index
 from .models.encoder import MultimodalGraphEncoder
-from .models.relevance import RelevanceEncoder
+from .models.relevance import RelevanceEncoder, product_type
 from .ranking import Ranked, RankingPipeline, RankQuery, load_pipeline, user_vector
 from .ranking.modal import load_modal, split_query_features
 from .retrievers.bm25 import BM25Retriever
+from .retrievers.copurchase import CopurchaseGraph, CopurchaseRetrieval, CopurchaseWeights
 from .retrievers.hybrid import HybridRetrieval
 from .run_dir import RunDir
 
@@ -39,11 +40,21 @@ class Hit:
 
 
 def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, catalog: Catalog,
-                     images: tuple[np.ndarray, np.ndarray] | None) -> HybridRetrieval:
-    """The served first stage of text / image queries as ``relevance`` (the run's config block) describes it."""
-    bm25 = BM25Retriever().fit(catalog) if relevance.bm25_weight else None
-    return HybridRetrieval(head, index, catalog.index_of, bm25, images, relevance.depth, relevance.bm25_weight,
-                           relevance.image_weight)
+                     images: tuple[np.ndarray, np.ndarray] | None, weights: dict[str, float]) -> HybridRetrieval:
+    """The served first stage of text / image queries (``relevance``: the run's config block; ``weights``: the
+    fusion weights of ``bm25``, ``image`` and ``category``)."""
+    bm25 = BM25Retriever().fit(catalog) if weights["bm25"] else None
+    type_of = {c: i for i, c in enumerate(head.config.categories)}
+    types = np.array([type_of.get(product_type(p), -1) for p in catalog.products], np.int64)
+    return HybridRetrieval(head, index, catalog.index_of, bm25, images, relevance.depth, weights["bm25"],
+                           weights["image"], types=types, category_weight=weights.get("category", 0.0))
+
+
+def copurchase_retrieval(index: VectorIndex, catalog: Catalog, edge_types: Sequence[str], weights: CopurchaseWeights,
+                         depth: int) -> CopurchaseRetrieval:
+    """The served first stage of product queries, over every link of ``edge_types``."""
+    graph = CopurchaseGraph(catalog.to_pyg(edge_types).edge_index, len(catalog))
+    return CopurchaseRetrieval(index, graph, catalog.index_of, catalog.ids, weights, depth)
 
 
 def index_attributes(catalog: Catalog) -> list[dict]:
@@ -53,12 +64,15 @@ def index_attributes(catalog: Catalog) -> list[dict]:
 
 class Searcher:
     """Answers queries from an encoder, an index and a catalog; every query goes through ``pipeline``. With
-    ``hybrid`` (the relevance head's index + BM25), text and image queries retrieve there; product and history
-    queries always retrieve from the graph encoder's ``index``."""
+    ``hybrid`` (the relevance head's index + BM25), text and image queries retrieve there; product queries
+    retrieve through ``copurchase`` (the graph ``index`` re-scored with the co-purchase graph) when given, history
+    queries from the graph ``index``."""
 
     def __init__(self, encoder: MultimodalGraphEncoder, index: VectorIndex, catalog: Catalog,
-                 pipeline: RankingPipeline, hybrid: HybridRetrieval | None = None):
-        self.encoder, self.index, self.catalog, self.pipeline, self.hybrid = encoder, index, catalog, pipeline, hybrid
+                 pipeline: RankingPipeline, hybrid: HybridRetrieval | None = None,
+                 copurchase: CopurchaseRetrieval | None = None):
+        self.encoder, self.index, self.catalog, self.pipeline = encoder, index, catalog, pipeline
+        self.hybrid, self.copurchase = hybrid, copurchase
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Searcher":
@@ -76,8 +90,13 @@ class Searcher:
         if (run / run.RELEVANCE).is_dir():
             hybrid = hybrid_retrieval(cfg.relevance, RelevanceEncoder.from_pretrained(run / run.RELEVANCE),
                                       load_index(run / run.RELEVANCE_INDEX), catalog,
-                                      load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"))
-        return cls(encoder, load_index(run / run.INDEX), catalog, pipeline, hybrid)
+                                      load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"),
+                                      info.get("fusion_weights", {"bm25": 1.0, "image": 1.0}))
+        index = load_index(run / run.INDEX)
+        copurchase = copurchase_retrieval(  # runs before the co-purchase weights existed: the graph alone
+            index, catalog, encoder.config.graph_edge_types, CopurchaseWeights(**info.get("copurchase_weights", {})),
+            (cfg.get("copurchase") or {}).get("depth", 100))
+        return cls(encoder, index, catalog, pipeline, hybrid, copurchase)
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
                history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,
@@ -110,7 +129,8 @@ class Searcher:
         query = self.pipeline.query(vector[0], self.index.vectors, items, history is not None or user is not None,
                                     modal)
         texts = [text] if raw is not None and text is not None else None
-        return self._hits(self.serve(vector, [query], k, filter, [exclude], mmr_lambda, raw, texts)[0])
+        products = [product] if product is not None else None
+        return self._hits(self.serve(vector, [query], k, filter, [exclude], mmr_lambda, raw, texts, products)[0])
 
     def search_batch(self, texts: Sequence[str], k: int = 10, filter: Filter | None = None,
                      mmr_lambda: float | None = None) -> list[list[Hit]]:
@@ -125,24 +145,29 @@ class Searcher:
 
     def serve(self, vectors: np.ndarray, queries: Sequence[RankQuery], k: int, filter: Filter | None = None,
               exclude: Sequence[Sequence[str]] | None = None, mmr_lambda: float | None = None,
-              features: dict | None = None, texts: Sequence[str] | None = None) -> list[Ranked]:
+              features: dict | None = None, texts: Sequence[str] | None = None,
+              products: Sequence[str] | None = None) -> list[Ranked]:
         """The served top-``k`` of each query: one retrieval for all (:meth:`retrieve`), then the ranking pipeline.
 
         ``vectors``: graph-space query vectors; ``queries[i]``: what the later stages know about query ``i``
         (:meth:`RankingPipeline.query`); ``exclude[i]``: ids never returned for it; ``mmr_lambda`` overrides the
-        configured MMR (1 turns it off); ``features`` / ``texts``: text and image queries' raw features and texts.
-        Offline evaluation scores these lists, so it measures what ``search`` serves."""
-        found = self.retrieve(vectors, self.pipeline.depth(k, mmr_lambda), filter, exclude, features, texts)
+        configured MMR (1 turns it off); ``features`` / ``texts``: text and image queries' raw features and texts;
+        ``products``: product queries' ids. Offline evaluation scores these lists, so it measures what ``search``
+        serves."""
+        found = self.retrieve(vectors, self.pipeline.depth(k, mmr_lambda), filter, exclude, features, texts, products)
         return [self.pipeline.rank(ids, scores, self.index.vectors(ids), query, k, mmr_lambda)
                 for ids, scores, query in zip(found.ids, found.scores, queries)]
 
     def retrieve(self, vectors: np.ndarray, depth: int, filter: Filter | None = None,
                  exclude: Sequence[Sequence[str]] | None = None, features: dict | None = None,
-                 texts: Sequence[str] | None = None) -> SearchResult:
+                 texts: Sequence[str] | None = None, products: Sequence[str] | None = None) -> SearchResult:
         """The first stage: text and image queries (``features`` given) from the hybrid relevance retrieval when
-        the run has one, everything else from the graph index."""
+        the run has one, product queries (``products``) through the co-purchase re-scoring, everything else from
+        the graph index."""
         if features is not None and self.hybrid is not None:
             return self.hybrid.search(features, texts, depth, filter, exclude)
+        if products is not None and self.copurchase is not None:
+            return self.copurchase.search(products, depth, filter, exclude)
         return self.index.search(np.asarray(vectors, np.float32), depth, filter=filter, exclude=exclude)
 
     def user_history(self, user: str) -> list[str]:

@@ -6,6 +6,7 @@ and inductive (cold-start) encoding of products the model never saw. The small r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -74,7 +75,8 @@ def test_run_directory_contents(run_dir, catalog):
                 "text_query/ndcg@20", "index/recall@10"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
     assert all("/" in k and "@" in k for k in metrics if k not in ("val/search", "val/objective"))  # task/metric@k
-    assert metrics["val/objective"] == pytest.approx((metrics["val/recall@10"] + metrics["val/search"]) / 2)
+    assert metrics["val/objective"] == pytest.approx((metrics["val/copurchase_served/recall@10"]
+                                                      + metrics["val/search"]) / 2)
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     assert cfg.data.num_products == 200 and cfg.train.max_epochs == 15 and cfg.seed == 0
@@ -119,7 +121,8 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     side = lines[end + 1:lines.index("", end + 1)]  # then what is served next to the graph space and every baseline
     assert side[0] == "side by side (baselines: eval.baselines):" and side[1].split()[:2] == ["model", "text_query/recall@10"]
     rows = {line[:line.index("  ")]: line.split()[-5:] for line in side[2:]}
-    assert set(rows) == {"served (trained)", "graph space", "bm25", "raw_text", "raw_image", "raw_concat", "hybrid"}
+    assert set(rows) == {"served (trained)", "graph space", "bm25", "raw_text", "raw_image", "raw_concat", "hybrid",
+                         "popularity", "common_neighbours"}
     assert float(rows["bm25"][0]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
     assert float(rows["served (trained)"][0]) == pytest.approx(metrics["text_query/recall@10"], abs=1e-4)
     lines = [line for line in lines if line.strip()]
@@ -174,9 +177,13 @@ def test_search_product(run_dir, catalog, capsys):
     assert rc == 0, err
     ids = [i for i, _ in hits(out)]
     assert len(ids) == 6 and pid not in ids
-    index = load_index(run_dir / "index")
-    expected = [i for i in index.search(index.vectors([pid]), 7).ids[0] if i != pid][:6]
-    assert ids == expected
+    # graph similarity + common neighbours + popularity with the weights chosen on validation, exactly
+    copurchase = Searcher.from_run(run_dir).copurchase
+    emb = torch.from_numpy(load_index(run_dir / "index").vectors(catalog.ids))
+    scores = copurchase.weights.scores(emb)(torch.tensor([7]), copurchase.graph)[0]
+    scores[7] = -float("inf")
+    assert ids == [catalog.ids[i] for i in scores.topk(6).indices.tolist()]
+    assert _json(run_dir / "run.json")["copurchase_weights"] == dataclasses.asdict(copurchase.weights)
 
 
 def test_search_image(run_dir, catalog, capsys):

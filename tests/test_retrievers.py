@@ -32,7 +32,7 @@ def test_bm25_ranks_by_terms_and_never_returns_products_without_text():
     scores = bm25.scores(QueryBatch(["red wallet", "coffee mug"]))
     assert scores.shape == (2, 4) and np.argmax(scores[0]) == 0 and np.argmax(scores[1]) == 2
     assert np.isneginf(scores[:, 3]).all()  # D has no text
-    assert not bm25.supports(QueryBatch(features={"image": torch.ones(1, 2)})) and bm25.item_vectors() is None
+    assert not bm25.supports(QueryBatch(features={"image": torch.ones(1, 2)})) and bm25.product_scores() is None
 
 
 def test_raw_feature_retriever_is_cosine_knn_over_present_features():
@@ -41,7 +41,7 @@ def test_raw_feature_retriever_is_cosine_knn_over_present_features():
     assert scores[0, 0] == pytest.approx(1.0) and np.isneginf(scores[0, 2]) and scores[0, 3] == pytest.approx(0.8)
     assert not raw.supports(QueryBatch(["text only"], {"text": torch.ones(1, 3)}))
     both = RETRIEVERS.create("raw", modalities=["text", "image"]).fit(_catalog(), _features())
-    assert both.item_vectors().shape == (4, 5) and not np.isneginf(both.scores(QueryBatch(
+    assert both.product_scores()(torch.tensor([0]), None).shape == (1, 4) and not np.isneginf(both.scores(QueryBatch(
         features={"text": torch.ones(1, 3), "image": torch.ones(1, 2)}))).any()
     with pytest.raises(ValueError, match="non-empty subset"):
         RETRIEVERS.create("raw", modalities=["audio"])
@@ -135,5 +135,58 @@ def test_relevance_head_needs_titled_training_products():
     untitled = Catalog([Product("A", description="only a description"), Product("B")])
     mask = torch.tensor([False, True])
     with pytest.raises(NoPseudoQueries, match="no training product has a title"):
-        train_relevance(RelevanceEncoder(image_dim=2, text_dim=3), untitled, _features(), None, ~mask, mask,
+        train_relevance(RelevanceEncoder(image_dim=2, text_dim=3), untitled, _features(), None, [], mask,
                         RelevanceTrainConfig(), seed=0)
+
+
+def _head_index(head, catalog, feats, rows=None):
+    from gnn_mmsearch.index import create_index
+
+    emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).detach().numpy()
+    index = create_index("exact", dim=emb.shape[1])
+    rows = list(range(len(catalog))) if rows is None else rows
+    index.add(emb[rows], [catalog.ids[r] for r in rows])
+    return index
+
+
+def test_image_queries_add_the_raw_image_knn_candidates():
+    from gnn_mmsearch.models import RelevanceEncoder
+    from gnn_mmsearch.retrievers.hybrid import HybridRetrieval
+
+    torch.manual_seed(0)
+    catalog, feats = _catalog(), _features()
+    head = RelevanceEncoder(image_dim=2, text_dim=3, hidden_dim=8, out_dim=4).eval()
+    index = _head_index(head, catalog, feats)
+    images = (torch.nn.functional.normalize(feats.image, dim=-1).numpy(), feats.image_mask.numpy())
+    photo = {"image": feats.image[3:4]}
+    hybrid = HybridRetrieval(head, index, catalog.index_of, images=images, depth=1, image_weight=1.0)
+    found = hybrid.search(photo, None, 1)
+    assert "D" in found.ids[0]  # the raw image kNN's first pick joins the head's one candidate
+    hybrid.image_weight = 100.0
+    assert hybrid.search(photo, None, 1).ids[0][0] == "D"
+    assert "D" not in hybrid.search(photo, None, 1, exclude=[["D"]]).ids[0]
+
+
+def test_query_classifier_learns_product_types_and_lifts_them(tmp_path):
+    from gnn_mmsearch.models import RelevanceEncoder
+    from gnn_mmsearch.retrievers.hybrid import HybridRetrieval
+    from gnn_mmsearch.training.relevance import fit_query_classifier
+
+    torch.manual_seed(0)
+    catalog = Catalog([Product("A", title="red wallet", category=["Wallets"]),
+                       Product("B", title="red bag", category=["Bags"]),
+                       Product("C", title="blue bag", category=["Bags"])])
+    feats = ProductFeatures(torch.eye(3, 2), torch.ones(3, dtype=torch.bool),
+                            torch.tensor([[1.0, 0.1, 0], [0.1, 1.0, 0.2], [0.0, 1.0, 0.5]]), torch.ones(3, dtype=torch.bool))
+    head = RelevanceEncoder(image_dim=2, text_dim=3, hidden_dim=8, out_dim=4, categories=["Bags", "Wallets"]).eval()
+    fit_query_classifier(head, feats.text, torch.tensor([0, 1, 2]), catalog)
+    assert head.category_logits(feats.text).argmax(1).tolist() == [1, 0, 0]
+    index = _head_index(head, catalog, feats)
+    query = {"text": torch.tensor([[0.1, 1.0, 0.3]])}  # a "bag" query
+    hybrid = HybridRetrieval(head, index, catalog.index_of, depth=3, types=np.array([1, 0, 0]),
+                             category_weight=100.0)
+    assert hybrid.search(query, ["red"], 3).ids[0][-1] == "A"  # the wallet last, whatever the head says
+    saved = RelevanceEncoder.from_pretrained(head.save_pretrained(tmp_path / "head"))
+    torch.testing.assert_close(saved.category_logits(feats.text), head.category_logits(feats.text))
+    with pytest.raises(ValueError, match="no query classifier"):
+        RelevanceEncoder(image_dim=2, text_dim=3, categories=["Bags"]).category_logits(feats.text)

@@ -1,11 +1,14 @@
 """Top-K retrieval metrics (Recall, Precision, NDCG, MRR, MAP @K) on PyG's link-prediction metric classes."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch_geometric.metrics import (LinkPredMAP, LinkPredMetricCollection, LinkPredMRR, LinkPredNDCG,
                                      LinkPredPrecision, LinkPredRecall)
 
 from ..data.splits import EdgeSplit
+from ..retrievers.copurchase import CopurchaseGraph, CopurchaseWeights, ProductScores
 
 _METRICS = {"recall": LinkPredRecall, "precision": LinkPredPrecision, "ndcg": LinkPredNDCG, "mrr": LinkPredMRR,
             "map": LinkPredMAP}
@@ -34,20 +37,29 @@ class RetrievalMetrics:
 def top_k(queries: torch.Tensor, items: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
           chunk: int = 4096) -> torch.Tensor:
     """Exact top-``k`` item ids by inner product; ``exclude [2, X]`` (query row, item) pairs are never returned."""
-    k = min(k, items.size(0))
+    return top_k_scores(lambda rows: queries[rows] @ items.t(), queries.size(0), k, exclude, chunk)
+
+
+@torch.no_grad()
+def top_k_scores(scores: Callable[[torch.Tensor], torch.Tensor], num_queries: int, k: int,
+                 exclude: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+    """Top-``k`` item ids of ``scores(query rows) -> [len(rows), N]``, computed ``chunk`` queries at a time."""
     out = []
-    for start in range(0, queries.size(0), chunk):
-        scores = queries[start:start + chunk] @ items.t()
+    for start in range(0, num_queries, chunk):
+        block = scores(torch.arange(start, min(start + chunk, num_queries))).clone()
         if exclude is not None and exclude.numel():
             sel = (exclude[0] >= start) & (exclude[0] < start + chunk)
-            scores[exclude[0, sel] - start, exclude[1, sel]] = float("-inf")
-        out.append(scores.topk(k, dim=1).indices)
-    return torch.cat(out)
+            block[exclude[0, sel] - start, exclude[1, sel]] = float("-inf")
+        out.append(block.topk(min(k, block.size(1)), dim=1).indices)
+    return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
 
-def evaluate_copurchase(emb: torch.Tensor, split: EdgeSplit, stage: str, ks=(10, 20, 50)) -> dict[str, float]:
+def evaluate_copurchase(scores: torch.Tensor | ProductScores, split: EdgeSplit, stage: str,
+                        ks=(10, 20, 50)) -> dict[str, float]:
     """Rank all products for every endpoint of a held-out link of ``stage``; the other endpoint is relevant.
-    The product itself and the links visible at that stage (train links, message-passing graph) are excluded."""
+    ``scores``: product embeddings (inner product) or product-query scores over the stage's visible graph
+    (``retrievers.copurchase``). The product itself and the links visible at that stage (train links,
+    message-passing graph) are excluded."""
     held = {"val": split.val, "test": split.test}[stage]
     pairs = torch.cat([held, held.flip(0)], dim=1)
     sources, rows = pairs[0].unique(return_inverse=True)
@@ -57,8 +69,12 @@ def evaluate_copurchase(emb: torch.Tensor, split: EdgeSplit, stage: str, ks=(10,
     row_of[sources] = torch.arange(sources.numel())
     known = known[:, row_of[known[0]] >= 0]
     exclude = torch.stack([row_of[known[0]], known[1]])
+    if isinstance(scores, torch.Tensor):
+        scores = CopurchaseWeights().scores(scores)
+    graph = CopurchaseGraph(split.message_passing(stage), split.num_nodes)
     metrics = RetrievalMetrics(ks)
-    metrics.update(top_k(emb[sources], emb, max(ks), exclude), torch.stack([rows, pairs[1]]))
+    ranked = top_k_scores(lambda r: scores(sources[r], graph), sources.numel(), max(ks), exclude)
+    metrics.update(ranked, torch.stack([rows, pairs[1]]))
     return metrics.compute()
 
 

@@ -232,6 +232,13 @@ class VectorIndex(ABC):
             raise KeyError(f"id {e.args[0]!r} is not in the index") from None
         return self._get(labels) if len(labels) else np.empty((0, self.dim), np.float32)
 
+    def admits(self, ids: Sequence[str], filter: Filter | None) -> np.ndarray:
+        """Whether each of ``ids`` (in the index) passes ``filter``."""
+        labels = np.fromiter((self._labels[str(i)] for i in ids), np.int64)
+        if filter is None or filter.is_empty:
+            return np.ones(len(labels), bool)
+        return self._attrs.mask(filter, self._n_slots)[labels]
+
     def search(
         self,
         queries: np.ndarray,

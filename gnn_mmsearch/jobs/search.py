@@ -2,6 +2,7 @@
 evaluation -> run directory."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -14,19 +15,23 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import load_catalog, split_edges, split_products
 from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
 from ..evaluation.crossmodal import title_to_image
-from ..evaluation.query_sets import evaluate_baselines, evaluate_model, evaluate_served, query_sets, side_by_side
+from ..evaluation.query_sets import (QuerySet, evaluate_baselines, evaluate_model, evaluate_served, query_sets,
+                                      side_by_side)
 from ..features import build_image_encoder, build_text_encoder, extract_features
 from ..index import VectorIndex, create_index
 from ..models import EncoderConfig, MultimodalGraphEncoder, RelevanceConfig, RelevanceEncoder
+from ..models.relevance import product_type
 from ..ranking import build_pipeline
 from ..ranking.modal import load_modal, product_modal, save_modal, split_query_features
+from ..retrievers.copurchase import choose_weights
 from ..retrievers.hybrid import HybridRetrieval
 from ..run_dir import RunDir
-from ..search import Searcher, format_hits, hybrid_retrieval, index_attributes
+from ..search import Searcher, copurchase_retrieval, format_hits, hybrid_retrieval, index_attributes
 from ..tracking import Tracker
 from ..training import TrainConfig, Trainer
 from ..training.ranker import fit_ranking
-from ..training.relevance import NoPseudoQueries, RelevanceTrainConfig, train_relevance, validation_split
+from ..training.relevance import (NoPseudoQueries, RelevanceTrainConfig, choose_fusion_weights, train_relevance,
+                                 validation_objective, validation_split)
 from ..utils import seed_everything
 
 log = logging.getLogger(__name__)
@@ -71,20 +76,28 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     t = time.perf_counter()
     ks = tuple(cfg.eval.ks)
     with torch.no_grad():
-        emb_test = trainer.embed(split.message_passing("test"))
-    metrics = {f"copurchase/{k}": v for k, v in evaluate_copurchase(emb_test, split, "test", ks).items()}
-    metrics.update(best_validation(history, cfg.train.monitor))
+        emb_val, emb_test = trainer.embed(split.message_passing("val")), trainer.embed(split.message_passing("test"))
+    metrics = best_validation(history, cfg.train.monitor)
+    served_key = f"val/copurchase_served/{cfg.train.monitor}"  # what the weights are chosen on
+    weights, metrics[served_key] = choose_weights(
+        lambda scores: evaluate_copurchase(scores, split, "val", (10, 20))[cfg.train.monitor], emb_val,
+        cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights)
+    log.info("product queries: common-neighbour weight %g, popularity weight %g (validation %s %.4f)",
+             weights.adjacency, weights.popularity, cfg.train.monitor, metrics[served_key])
+    metrics.update({f"copurchase/{k}": v for k, v in evaluate_copurchase(weights.scores(emb_test), split, "test",
+                                                                          ks).items()})
+    metrics.update({f"graph_space/copurchase/{k}": v
+                    for k, v in evaluate_copurchase(emb_test, split, "test", ks).items()})
     held_out = holdout.nonzero().flatten().tolist()
     with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-queries-") as work_dir:
         sets = query_sets(catalog, model, held_out, cfg.seed, Path(work_dir))
     metrics.update({f"graph_space/{k}": v for k, v in evaluate_model(model.embed_queries, sets, emb_test, ks).items()})
     metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks))
-    head, head_history, started = None, [], time.perf_counter()
+    head, head_history, validation_sets, started = None, [], [], time.perf_counter()
     if cfg.relevance.enabled:
-        head, head_history = fit_relevance_head(cfg, catalog, feats, model, holdout)
+        head, head_history, validation_sets = fit_relevance_head(cfg, catalog, feats, model, holdout)
         timings["relevance_s"] = time.perf_counter() - started
     if head is not None:
-        metrics["val/search"] = max(row["relevance/val"] for row in head_history)
         with torch.no_grad():
             image_only = head(feats.image, feats.image_mask, feats.text, torch.zeros_like(feats.text_mask))
         crossmodal = title_to_image(
@@ -93,9 +106,6 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     else:
         crossmodal = evaluate_title_to_image(model, catalog.products, feats, split.message_passing("test"), held_out,
                                              tuple(cfg.eval.crossmodal_ks))
-    # what sweeps optimise (validation only): co-purchase and, with a relevance head, search, equally weighted
-    monitored = metrics[f"val/{cfg.train.monitor}"]
-    metrics["val/objective"] = (monitored + metrics.get("val/search", monitored)) / 2
     metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
 
     # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
@@ -108,7 +118,20 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     if head is not None or ranking_stage:  # the products' raw features, read by the fusion and the ranker
         save_modal(product_modal(feats), run / run.RANKING_FEATURES)
     searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types),
-                        relevance_retrieval(cfg, head, catalog, feats, run) if head is not None else None)
+                        relevance_retrieval(cfg, head, catalog, feats, run) if head is not None else None,
+                        copurchase_retrieval(index, catalog, model.config.graph_edge_types, weights,
+                                             cfg.copurchase.depth))
+    fusion = {}
+    if searcher.hybrid is not None:
+        fusion, validation = choose_fusion_weights(searcher, validation_sets, {
+            "bm25": cfg.relevance.bm25_weights, "category": cfg.relevance.category_weights,
+            "image": cfg.relevance.image_weights})
+        log.info("fusion weights chosen on validation queries: %s", fusion)
+        metrics.update({f"val/{k}": v for k, v in validation.items()})
+        metrics["val/search"] = validation_objective(validation)
+    # what sweeps optimise (validation only): served co-purchase and, with a relevance head, search, equally weighted
+    monitored = metrics[served_key]
+    metrics["val/objective"] = (monitored + metrics.get("val/search", monitored)) / 2
     timings["eval_index_s"] = time.perf_counter() - t
     if ranking_stage:
         t = time.perf_counter()
@@ -131,6 +154,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         searcher.hybrid.index.save(run / run.RELEVANCE_INDEX)
     timings["total_s"] = time.perf_counter() - t0
     run.write_results("search", cfg, metrics, history, {"relevance_history": head_history,
+        "copurchase_weights": dataclasses.asdict(weights), "fusion_weights": fusion,
         "data_fingerprint": catalog.fingerprint(), "catalog": catalog.name,
         "catalog_root": str(catalog.root.resolve()), "num_products": len(catalog), "num_edges": len(catalog.edges),
         "features": feats.stats, "epochs": len(history), "timings_s": timings})
@@ -144,21 +168,25 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     return metrics
 
 
-def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraphEncoder,
-                       holdout: torch.Tensor) -> tuple[RelevanceEncoder | None, list[dict]]:
+def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraphEncoder, holdout: torch.Tensor
+                       ) -> tuple[RelevanceEncoder | None, list[dict], list[QuerySet]]:
     """Train the relevance head on pseudo queries of products outside the test holdout and its validation split;
-    ``(None, [])`` with a warning when the catalog gives it nothing to learn from (text and image queries then
-    search the graph space)."""
+    returns it, its history and the validation query sets (``(None, [], [])`` with a warning when the catalog gives
+    it nothing to learn from: text and image queries then search the graph space)."""
     r = cfg.relevance
-    head = RelevanceEncoder(RelevanceConfig(feats.image.size(1), feats.text.size(1), r.hidden_dim, r.out_dim, r.dropout))
+    types = sorted({product_type(p) for p in catalog.products if p.category}) if max(r.category_weights) else []
+    head = RelevanceEncoder(RelevanceConfig(feats.image.size(1), feats.text.size(1), r.hidden_dim, r.out_dim, r.dropout,
+                                            types))
     train_cfg = RelevanceTrainConfig(**r.train)
     validation, train_products = validation_split(holdout, train_cfg.validation_ratio, cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-validation-") as work_dir:
+        sets = query_sets(catalog, encoder, validation.nonzero().flatten().tolist(), cfg.seed + 100, Path(work_dir))
     try:
-        history = train_relevance(head, catalog, feats, encoder, validation, train_products, train_cfg, cfg.seed)
+        history = train_relevance(head, catalog, feats, encoder, sets, train_products, train_cfg, cfg.seed)
     except NoPseudoQueries as err:
         log.warning("relevance head skipped: %s; text and image queries search the graph space", err)
-        return None, []
-    return head, history
+        return None, [], []
+    return head, history, sets
 
 
 def build_index(index_cfg: DictConfig, emb: np.ndarray, catalog, rows) -> VectorIndex:
@@ -179,7 +207,9 @@ def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats,
         emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).numpy()
     index = build_index(cfg.index, emb, catalog, (feats.image_mask | feats.text_mask).nonzero().flatten().tolist())
     modal = load_modal(run / run.RANKING_FEATURES, len(catalog))
-    return hybrid_retrieval(cfg.relevance, head, index, catalog, modal.get("image"))
+    r = cfg.relevance
+    return hybrid_retrieval(r, head, index, catalog, modal.get("image"), {
+        "bm25": max(r.bm25_weights), "image": max(r.image_weights), "category": max(r.category_weights)})
 
 
 def best_validation(history: list[dict], monitor: str) -> dict[str, float]:

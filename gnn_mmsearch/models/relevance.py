@@ -7,12 +7,14 @@ graph encoder that serves product queries (complements).
     query text / image --the same towers--> query embedding
 
 Each tower is residual over the unit-normalised pretrained feature, ``x W + MLP(x)``, so the raw content survives
-while training learns the text <-> image alignment. The graph space pulls a product towards what is bought with it
+while training learns the text <-> image alignment. With ``categories`` (the catalog's product types), a linear
+query classifier over the raw query text predicts which type a query asks for ("striped watch": a watch, not a
+watch band), which serving adds to the candidates' scores. The graph space pulls a product towards what is bought with it
 (a phone beside its cases); a search query wants what it names, so the two are kept apart.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,12 @@ class RelevanceConfig:
     hidden_dim: int = 512
     out_dim: int = 256
     dropout: float = 0.1
+    categories: list[str] = field(default_factory=list)  # product types the query classifier predicts (>= 2)
+
+
+def product_type(product) -> str:
+    """What the query classifier predicts for a product: its category path."""
+    return " > ".join(product.category)
 
 
 class ResidualTower(nn.Module):
@@ -52,6 +60,7 @@ class RelevanceEncoder(Pretrained, nn.Module):
         self.config = c = config or RelevanceConfig(**kwargs)
         self.towers = nn.ModuleDict({"image": ResidualTower(c.image_dim, c.hidden_dim, c.out_dim, c.dropout),
                                      "text": ResidualTower(c.text_dim, c.hidden_dim, c.out_dim, c.dropout)})
+        self.classifier = nn.Linear(c.text_dim, len(c.categories)) if len(c.categories) > 1 else None
 
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor,
                 text_mask: torch.Tensor) -> torch.Tensor:
@@ -66,3 +75,9 @@ class RelevanceEncoder(Pretrained, nn.Module):
         if not parts:
             raise ValueError("a query needs text and/or image features")
         return F.normalize(torch.stack(parts).sum(0), dim=-1)
+
+    def category_logits(self, text: torch.Tensor) -> torch.Tensor:
+        """Which of ``config.categories`` raw query text features ``[Q, text_dim]`` ask for, as logits ``[Q, C]``."""
+        if self.classifier is None:
+            raise ValueError("this relevance head has no query classifier (fewer than two categories)")
+        return self.classifier(F.normalize(text, dim=-1))

@@ -8,7 +8,7 @@ retriever that cannot answer a kind of query (BM25 and an image) says so with ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ import torch
 from .._registry import Registry
 from ..data.catalog import Catalog
 from ..features import ProductFeatures
+
+if TYPE_CHECKING:
+    from .copurchase import ProductScores
 
 RETRIEVERS: Registry[type["Retriever"]] = Registry("retriever")
 
@@ -42,6 +45,7 @@ class Retriever:
     def scores(self, queries: QueryBatch) -> np.ndarray:
         raise NotImplementedError
 
-    def item_vectors(self) -> torch.Tensor | None:
-        """Product vectors for product-to-product retrieval (``None``: the retriever cannot embed products)."""
+    def product_scores(self) -> "ProductScores | None":
+        """How it scores every product for product queries, ``(query rows, visible co-purchase graph) -> [Q, N]``
+        (``None``: it cannot answer them)."""
         return None

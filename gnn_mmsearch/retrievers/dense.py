@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..data.catalog import MODALITIES, Catalog
 from ..features import ProductFeatures
 from ._retriever import RETRIEVERS, QueryBatch, Retriever
+from .copurchase import CopurchaseWeights, ProductScores
 
 
 def raw_embeddings(features: ProductFeatures, modalities: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +40,8 @@ class RawFeatureRetriever(Retriever):
     def supports(self, queries: QueryBatch) -> bool:
         return all(m in queries.features for m in self.modalities)
 
-    def item_vectors(self) -> torch.Tensor:
-        return self.items
+    def product_scores(self) -> ProductScores:
+        return CopurchaseWeights().scores(self.items)
 
     def scores(self, queries: QueryBatch) -> np.ndarray:
         q = torch.cat([F.normalize(queries.features[m].float(), dim=-1) for m in self.modalities], dim=1)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,9 +27,9 @@ import torch.nn.functional as F
 
 from ..data.catalog import Catalog
 from ..evaluation.queries import title_query
-from ..evaluation.query_sets import evaluate_model, query_sets
+from ..evaluation.query_sets import QuerySet, evaluate_model, evaluate_served
 from ..features import ProductFeatures
-from ..models.relevance import RelevanceEncoder
+from ..models.relevance import RelevanceEncoder, product_type
 from ..retrievers.bm25 import product_document
 from ._checks import check_positive
 from ._early_stopping import EarlyStopping
@@ -157,28 +155,75 @@ def fit_relevance(model: RelevanceEncoder, features: ProductFeatures, query_feat
 
 
 def train_relevance(model: RelevanceEncoder, catalog: Catalog, features: ProductFeatures, encoder,
-                    validation_products: torch.Tensor, train_products: torch.Tensor, config: RelevanceTrainConfig,
+                    validation_sets: Sequence[QuerySet], train_products: torch.Tensor, config: RelevanceTrainConfig,
                     seed: int) -> list[dict]:
-    """Pseudo queries of ``train_products``, validation query sets of ``validation_products`` (raw query features
-    from ``encoder``'s extractors), then :func:`fit_relevance`; returns its history."""
+    """Pseudo queries of ``train_products`` (raw query features from ``encoder``'s extractors), then
+    :func:`fit_relevance`, keeping the epoch best on ``validation_sets``; returns its history."""
     train_rows = train_products.nonzero().flatten()
     texts, targets = pseudo_queries(catalog, train_rows.tolist(), config.query_drops, seed)
     if not texts:
         raise NoPseudoQueries("no training product has a title")
     product_words, vocab = bag_of_words([product_document(p) for p in catalog.products])
     query_words, _ = bag_of_words(texts, vocab)
-    with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-validation-") as work_dir:
-        sets = query_sets(catalog, encoder, validation_products.nonzero().flatten().tolist(), seed + 100,
-                          Path(work_dir))
 
     def validate() -> float:
         items = model(features.image, features.image_mask, features.text, features.text_mask)
-        metrics = evaluate_model(lambda feats: model.embed_query_features(**feats), sets, items, (10,))
-        return float(np.mean([metrics[k] for k in VALIDATION_METRICS if k in metrics] or [0.0]))
+        metrics = evaluate_model(lambda feats: model.embed_query_features(**feats), validation_sets, items, (10,))
+        return validation_objective(metrics)
 
     query_features = encoder.query_features(text=texts)["text"]
-    return fit_relevance(model, features, query_features, torch.tensor(targets), query_words, product_words,
-                         train_rows, config, validate, seed)
+    history = fit_relevance(model, features, query_features, torch.tensor(targets), query_words, product_words,
+                            train_rows, config, validate, seed)
+    if model.classifier is not None:
+        fit_query_classifier(model, query_features, torch.tensor(targets), catalog)
+    return history
+
+
+@torch.enable_grad()
+def fit_query_classifier(model: RelevanceEncoder, query_features: torch.Tensor, query_targets: torch.Tensor,
+                         catalog: Catalog, l2: float = 1e-3, steps: int = 100) -> None:
+    """Fit ``model.classifier`` (multinomial logistic regression, L-BFGS) on pseudo queries -> their products'
+    categories; queries of products outside ``model.config.categories`` are left out."""
+    index = {c: i for i, c in enumerate(model.config.categories)}
+    labels = torch.tensor([index.get(product_type(catalog.products[t]), -1) for t in query_targets.tolist()])
+    x, y = query_features[labels >= 0], labels[labels >= 0]
+    layer = model.classifier
+    opt = torch.optim.LBFGS(layer.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(model.category_logits(x), y) + l2 * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    layer.train()
+    opt.step(closure)
+    layer.eval()
+
+
+def validation_objective(metrics: dict[str, float]) -> float:
+    """The search objective on validation queries: the mean of the :data:`VALIDATION_METRICS` present."""
+    return float(np.mean([metrics[k] for k in VALIDATION_METRICS if k in metrics] or [0.0]))
+
+
+def choose_fusion_weights(searcher, validation_sets: Sequence[QuerySet], grids: dict[str, Sequence[float]]
+                          ) -> tuple[dict[str, float], dict[str, float]]:
+    """The fusion weights of ``searcher.hybrid`` (``bm25``, ``category``: text query sets; ``image``: image
+    queries), one after the other in ``grids`` order, each the grid point with the best served
+    :func:`validation_objective` (ties: the first); sets them and returns them with the validation metrics."""
+    hybrid, chosen, metrics = searcher.hybrid, {}, {}
+    for name, grid in grids.items():
+        sets = [qs for qs in validation_sets if (qs.name == "image_query") == (name == "image")]
+        best, best_value, best_metrics = getattr(hybrid, f"{name}_weight"), -np.inf, {}
+        for weight in grid if sets else ():
+            setattr(hybrid, f"{name}_weight", weight)
+            scored = evaluate_served(searcher, sets, (10,))
+            if validation_objective(scored) > best_value:
+                best, best_value, best_metrics = weight, validation_objective(scored), scored
+        setattr(hybrid, f"{name}_weight", best)
+        chosen[name] = best
+        metrics.update(best_metrics)
+    return chosen, metrics
 
 
 def validation_split(holdout: torch.Tensor, ratio: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
