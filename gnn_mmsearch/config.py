@@ -83,12 +83,15 @@ class RelevanceHeadConfig:
     bm25_weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     image_weights: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
     category_weights: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0])  # query classifier
+    title_tolerance: float = 0.005  # validation title recall@10 may trail the best baseline's by this much
     train: RelevanceTrainConfig = field(default_factory=RelevanceTrainConfig)
 
     def __post_init__(self):
         for name in ("hidden_dim", "out_dim", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"relevance.{name} must be >= 1, got {getattr(self, name)}")
+        if self.title_tolerance < 0:
+            raise ValueError(f"relevance.title_tolerance must be >= 0, got {self.title_tolerance}")
         for name in ("bm25_weights", "image_weights", "category_weights"):
             values = list(getattr(self, name))
             if not values or min(values) < 0:

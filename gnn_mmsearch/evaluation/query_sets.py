@@ -94,9 +94,9 @@ def evaluate_served(searcher, sets: Sequence[QuerySet], ks: Sequence[int]) -> di
 
 
 def evaluate_baselines(baselines: Mapping[str, Mapping], catalog: Catalog, features: ProductFeatures,
-                       sets: Sequence[QuerySet], split: EdgeSplit, ks: Sequence[int]) -> dict[str, float]:
-    """``baseline/<name>/<set>/{recall,ndcg}@k`` for every baseline and query set it answers, plus
-    ``baseline/<name>/copurchase/...`` for baselines that answer product queries."""
+                       sets: Sequence[QuerySet], split: EdgeSplit | None, ks: Sequence[int]) -> dict[str, float]:
+    """``baseline/<name>/<set>/{recall,ndcg}@k`` for every baseline and query set it answers, plus (with a
+    ``split``) ``baseline/<name>/copurchase/...`` for baselines that answer product queries."""
     out = {}
     for name, spec in baselines.items():
         spec = dict(spec)
@@ -107,7 +107,7 @@ def evaluate_baselines(baselines: Mapping[str, Mapping], catalog: Catalog, featu
                 ranked = scores.topk(min(max(ks), scores.size(1)), dim=1).indices
                 metrics = qs.score(ranked, ks, ("recall", "ndcg"))
                 out.update({f"baseline/{name}/{qs.name}/{k}": v for k, v in metrics.items()})
-        product_scores = retriever.product_scores()
+        product_scores = retriever.product_scores() if split is not None else None
         if product_scores is not None:
             metrics = evaluate_copurchase(product_scores, split, "test", ks)
             out.update({f"baseline/{name}/copurchase/{k}": metrics[k] for k in metrics if k.split("@")[0] in

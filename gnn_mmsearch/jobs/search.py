@@ -123,9 +123,12 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
                                              cfg.copurchase.depth))
     fusion = {}
     if searcher.hybrid is not None:
+        titles = [qs for qs in validation_sets if qs.name == "text_query"]
+        baseline = evaluate_baselines(cfg.eval.baselines, catalog, feats, titles, None, (10,))
+        floor = max((v for k, v in baseline.items() if k.endswith("/text_query/recall@10")), default=None)
         fusion, validation = choose_fusion_weights(searcher, validation_sets, {
             "bm25": cfg.relevance.bm25_weights, "category": cfg.relevance.category_weights,
-            "image": cfg.relevance.image_weights})
+            "image": cfg.relevance.image_weights}, floor - cfg.relevance.title_tolerance if floor is not None else None)
         log.info("fusion weights chosen on validation queries: %s", fusion)
         metrics.update({f"val/{k}": v for k, v in validation.items()})
         metrics["val/search"] = validation_objective(validation)
