@@ -57,8 +57,9 @@ class Searcher:
     queries always retrieve from the graph encoder's ``index``."""
 
     def __init__(self, encoder: MultimodalGraphEncoder, index: VectorIndex, catalog: Catalog,
-                 pipeline: RankingPipeline, hybrid: HybridRetrieval | None = None):
+                 pipeline: RankingPipeline, hybrid: HybridRetrieval | None = None, run_dir: Path | None = None):
         self.encoder, self.index, self.catalog, self.pipeline, self.hybrid = encoder, index, catalog, pipeline, hybrid
+        self.run_dir = run_dir  # the run it was loaded from (:meth:`from_run`), else None
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Searcher":
@@ -77,7 +78,7 @@ class Searcher:
             hybrid = hybrid_retrieval(cfg.relevance, RelevanceEncoder.from_pretrained(run / run.RELEVANCE),
                                       load_index(run / run.RELEVANCE_INDEX), catalog,
                                       load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"))
-        return cls(encoder, load_index(run / run.INDEX), catalog, pipeline, hybrid)
+        return cls(encoder, load_index(run / run.INDEX), catalog, pipeline, hybrid, Path(run_dir))
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
                history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,
