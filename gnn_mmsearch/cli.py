@@ -1,5 +1,5 @@
-"""``gnn-mmsearch`` command line: ``run`` (Hydra), ``search`` and ``explain`` (from a saved run), ``report``,
-``download-images``."""
+"""``gnn-mmsearch`` command line: ``run`` (Hydra), ``search``, ``explain`` and ``serve`` (from a saved run),
+``report``, ``download-images``."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,8 @@ commands:
   search [QUERY] [--image PATH] [--product ID] [--history IDS [--decay D]] [--batch FILE]
          [--run DIR] [-k K] [--mmr-lambda L] [--filter F] [--user ID] [--explain-scores]
                           answer a query from a saved run (default: the newest search run under ./runs)
+  serve [--run DIR] [--host HOST] [--port PORT]
+                          an HTTP API (/search, /explain, /products/ID, /health) and a web page at / over a saved run
   report PATH [PATH ...] [--out DIR] [--metrics M ...]
                           aggregate multirun directories: table (markdown + CSV, mean ± std over seeds) and plots
   explain [QUERY] [--image PATH] [--product ID] [--result ID] [--run DIR] [-k K] [--out PNG]
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(rest)
     if command == "search":
         return _search(rest)
+    if command == "serve":
+        return _serve(rest)
     if command == "report":
         return _report(rest)
     if command == "explain":
@@ -107,22 +111,14 @@ def _search(args: list[str]) -> int:
         print(f"gnn-mmsearch search: {msg}", file=sys.stderr)
         return 2
 
-    modes = [name for name, given in (("--product", ns.product is not None), ("--history", ns.history is not None),
-                                      ("--batch", ns.batch is not None),
-                                      ("a text or image query", ns.query is not None or ns.image is not None))
-             if given]
-    if not modes:
-        return fail("give a text query, --image PATH or --product ID, or --history IDS or --batch FILE")
-    if len(modes) > 1:
-        return fail(f"{modes[0]} cannot be combined with {modes[1]}")
-    if ns.decay is not None and ns.history is None:
-        return fail("--decay needs --history")
-    if ns.user is not None and ns.batch is not None:
-        return fail("--user cannot be combined with --batch")
-    if ns.k < 1:
-        return fail("-k must be at least 1")
-    if ns.mmr_lambda is not None and not 0 <= ns.mmr_lambda <= 1:
-        return fail("--mmr-lambda must be between 0 and 1")
+    from .query import check_image, parse_query
+    try:
+        query = parse_query(ns.query, ns.image, ns.product, ns.history, ns.decay, ns.user, ns.k, ns.mmr_lambda,
+                            ns.filter, batch=ns.batch is not None)
+        if query.image is not None:
+            check_image(query.image)
+    except ValueError as err:
+        return fail(str(err))
     run_dir = ns.run or _newest_run()
     if run_dir is None:
         return fail("no saved search run found under ./runs: run `gnn-mmsearch run` first or pass --run DIR")
@@ -135,25 +131,53 @@ def _search(args: list[str]) -> int:
         if not queries:
             return fail(f"batch file {ns.batch} has no queries")
 
-    from .index import Filter
     from .search import Searcher, format_hits
     try:
-        flt = Filter.parse(ns.filter) if ns.filter else None
         searcher = Searcher.from_run(run_dir)
         if ns.batch is not None:
-            answers = list(zip(queries, searcher.search_batch(queries, k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda)))
+            answers = list(zip(queries, searcher.search_batch(queries, k=ns.k, filter=query.filter,
+                                                              mmr_lambda=ns.mmr_lambda)))
         else:
-            history = [i.strip() for i in ns.history.split(",") if i.strip()] if ns.history is not None else None
-            answers = [(None, searcher.search(text=ns.query, image=ns.image, product=ns.product, history=history,
-                                              k=ns.k, filter=flt, mmr_lambda=ns.mmr_lambda, decay=ns.decay,
-                                              user=ns.user))]
+            answers = [(None, searcher.search(**query.search_kwargs()))]
     except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
         return fail(err.args[0] if err.args else str(err))
     empty = "no results" + (f": no product left after --filter {ns.filter!r}" if ns.filter else "")
     print(f"run: {run_dir}")
-    for query, hits in answers:
+    for text, hits in answers:
         shown = format_hits(hits, empty, ns.explain_scores)
-        print(shown if query is None else f'\nsearch "{query}":\n{shown}')
+        print(shown if text is None else f'\nsearch "{text}":\n{shown}')
+    return 0
+
+
+def _serve(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="gnn-mmsearch serve",
+                                     description="Serve a saved search run: a JSON API and a web page at /.")
+    parser.add_argument("--run", type=Path, help="run directory (default: the newest under ./runs)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    ns = parser.parse_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def fail(msg: str) -> int:
+        print(f"gnn-mmsearch serve: {msg}", file=sys.stderr)
+        return 2
+
+    run_dir = ns.run or _newest_run()
+    if run_dir is None:
+        return fail("no saved search run found under ./runs: run `gnn-mmsearch run` first or pass --run DIR")
+    try:
+        import uvicorn
+
+        from .serving import create_app, warm_up
+    except ImportError as err:
+        return fail(f"{err}: serving needs the serve extra (pip install 'gnn-mmsearch[serve]')")
+    from .search import Searcher
+    try:
+        searcher = Searcher.from_run(run_dir)
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
+        return fail(err.args[0] if err.args else str(err))
+    warm_up(searcher)
+    uvicorn.run(create_app(searcher), host=ns.host, port=ns.port, log_config=None, access_log=False)
     return 0
 
 
@@ -185,20 +209,27 @@ def _explain(args: list[str]) -> int:
     parser.add_argument("--out", type=Path, help="PNG to write (default: explain_<result>.png)")
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if ns.query is None and ns.image is None and ns.product is None:
-        print("gnn-mmsearch explain: give a text query, --image PATH or --product ID", file=sys.stderr)
+
+    def fail(msg: str) -> int:
+        print(f"gnn-mmsearch explain: {msg}", file=sys.stderr)
         return 2
+
+    from .query import check_image, parse_explain_query
+    try:
+        parse_explain_query(ns.query, ns.image, ns.product, ns.k)
+        if ns.image is not None:
+            check_image(ns.image)
+    except ValueError as err:
+        return fail(str(err))
     run_dir = ns.run or _newest_run()
     if run_dir is None:
-        print("gnn-mmsearch explain: no saved search run found under ./runs: pass --run DIR", file=sys.stderr)
-        return 2
+        return fail("no saved search run found under ./runs: pass --run DIR")
 
     from .explain import explain
     try:
         ex = explain(run_dir, query=ns.query, product_id=ns.result, image=ns.image, product=ns.product, k=ns.k)
     except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
-        print(f"gnn-mmsearch explain: {err.args[0] if err.args else err}", file=sys.stderr)
-        return 2
+        return fail(err.args[0] if err.args else str(err))
     print(f"run: {run_dir}\n{ex.to_text()}")
     print(f"picture: {ex.plot(ns.out or Path(f'explain_{ex.product_id}.png'))}")
     return 0

@@ -82,8 +82,9 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     """Explain why ``product_id`` (default: the top hit) scores as it does for a text and/or image query, or for
     another ``product``.
 
-    ``source`` is a run directory or a :class:`Searcher`; the catalog's features come from the run's feature cache
-    (pass ``features`` to reuse ones already loaded). The ``k`` neighbours with the largest effect are kept.
+    ``source`` is a run directory or a :class:`Searcher`; the catalog's features come from
+    :func:`catalog_features` (pass ``features`` to reuse ones already loaded). The ``k`` neighbours with the largest
+    effect are kept.
     """
     searcher = source if isinstance(source, Searcher) else Searcher.from_run(source)
     model, catalog = searcher.encoder, searcher.catalog
@@ -95,8 +96,7 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     if product_id not in catalog.index_of:
         raise KeyError(f"unknown product id {product_id!r}")
     if features is None:
-        cache = RunDir(source).feature_cache() if not isinstance(source, Searcher) else None
-        features = extract_features(catalog, model.feature_extractor("image"), model.feature_extractor("text"), cache)
+        features = catalog_features(searcher)
     if product is not None:
         if product not in searcher.index:
             raise KeyError(f"unknown product id {product!r}")
@@ -133,6 +133,13 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     return Explanation(described, product_id, p.title, catalog.image_file(p), score,
                        score_with(edges[:, :0]), attribution, dict(zip(MODALITIES, weights)) if weights else None,
                        neighbours[:k], query_image)
+
+
+def catalog_features(searcher: Searcher) -> ProductFeatures:
+    """Every product's raw image and text features, from the run's feature cache when ``searcher`` came from a run."""
+    model = searcher.encoder
+    cache = RunDir(searcher.run_dir).feature_cache() if searcher.run_dir is not None else None
+    return extract_features(searcher.catalog, model.feature_extractor("image"), model.feature_extractor("text"), cache)
 
 
 # ------------------------------------------------------------------------------------------------ picture

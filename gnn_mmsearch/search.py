@@ -70,9 +70,10 @@ class Searcher:
 
     def __init__(self, encoder: MultimodalGraphEncoder, index: VectorIndex, catalog: Catalog,
                  pipeline: RankingPipeline, hybrid: HybridRetrieval | None = None,
-                 copurchase: CopurchaseRetrieval | None = None):
+                 copurchase: CopurchaseRetrieval | None = None, run_dir: Path | None = None):
         self.encoder, self.index, self.catalog, self.pipeline = encoder, index, catalog, pipeline
         self.hybrid, self.copurchase = hybrid, copurchase
+        self.run_dir = run_dir  # the run it was loaded from (:meth:`from_run`), else None
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "Searcher":
@@ -96,7 +97,7 @@ class Searcher:
         copurchase = copurchase_retrieval(  # runs before the co-purchase weights existed: the graph alone
             index, catalog, encoder.config.graph_edge_types, CopurchaseWeights(**info.get("copurchase_weights", {})),
             (cfg.get("copurchase") or {}).get("depth", 100))
-        return cls(encoder, index, catalog, pipeline, hybrid, copurchase)
+        return cls(encoder, index, catalog, pipeline, hybrid, copurchase, Path(run_dir))
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
                history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,

@@ -6,6 +6,8 @@ import contextlib
 import io
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,25 @@ def first_run(env, tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="session")
 def run_dir(first_run) -> Path:
     return first_run[0]
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """``app`` served by a real uvicorn server in a thread on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -244,10 +244,10 @@ def corrupt_image(tmp_path_factory) -> Path:
     (["mug", "--filter", "price<>3"], "bad filter clause"),
     (["mug", "--filter", "category="], "bad filter clause"),
     (["mug", "--run", "{nowhere}"], "is not a finished gnn-mmsearch run"),
-    ([], "give a text query, --image PATH or --product ID"),
+    ([], "empty query: give a text query, an image, a product id or a history"),
     (["mug", "--product", "P00001"], "cannot be combined"),
-    (["mug", "-k", "0"], "-k must be at least 1"),
-    (["mug", "--mmr-lambda", "1.5"], "--mmr-lambda must be between 0 and 1"),
+    (["mug", "-k", "0"], "k must be at least 1, got 0"),
+    (["mug", "--mmr-lambda", "1.5"], "MMR lambda must be between 0 and 1, got 1.5"),
 ], ids=["empty", "whitespace", "unknown-product", "corrupt-image", "missing-image", "bad-filter", "empty-category",
         "no-run-dir", "nothing", "product-and-text", "k0", "mmr-range"])
 def test_search_bad_input_is_a_clear_error(run_dir, corrupt_image, tmp_path, capsys, args, message):

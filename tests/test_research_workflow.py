@@ -105,6 +105,20 @@ def test_explain_a_product_without_links(run_dir, searcher):
     assert ex.query.startswith("product ")
 
 
+def test_explain_from_a_searcher_reads_the_runs_feature_cache(run_dir, searcher, monkeypatch):
+    pid = searcher.search(text="wireless mouse", k=1)[0].id
+    expected = explain(run_dir, query="wireless mouse", product_id=pid, k=3)
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("catalog image features were extracted again instead of read from the run's cache")
+
+    monkeypatch.setattr(searcher.encoder.feature_extractor("image"), "encode", no_extraction)
+    got = explain(searcher, query="wireless mouse", product_id=pid, k=3)
+    assert got.score == pytest.approx(expected.score, abs=1e-6)
+    assert [(n.id, round(n.contribution, 6)) for n in got.neighbours] == \
+        [(n.id, round(n.contribution, 6)) for n in expected.neighbours]
+
+
 def test_explain_cli_writes_a_png(run_dir, tmp_path, capsys):
     out = tmp_path / "why.png"
     assert main(["explain", "wireless mouse", "--run", str(run_dir), "--out", str(out)]) == 0

@@ -149,9 +149,9 @@ def test_one_kind_of_query_at_a_time(searcher, run_dir, capsys):
     with pytest.raises(ValueError, match="exactly one"):
         searcher.search()
     rc, _, err = cli(capsys, run_dir, "--history", pid, "--product", pid)
-    assert rc == 2 and "--product cannot be combined with --history" in err
+    assert rc == 2 and "a product id cannot be combined with a history" in err
     rc, _, err = cli(capsys, run_dir, "mug", "--decay", "0.5")
-    assert rc == 2 and "--decay needs --history" in err
+    assert rc == 2 and "decay needs a history" in err
 
 
 # --------------------------------------------------------------------------------------------- no results

@@ -69,7 +69,7 @@ def fit_ranking(ranking: Mapping, searcher: Searcher, seed: int, ranker_dir: Pat
     qv = vectors[rows]
     rqs = [pipe.query(v, index.vectors, q.history, True, modal[row[q.user]]) for q, v in zip(test, qv)]
     retrieval_only = Searcher(model, index, catalog, RankingPipeline(pipe.table, candidates=pipe.candidates),
-                              searcher.hybrid)
+                              searcher.hybrid, searcher.copurchase)
     served_as = {"features": {m: x[rows] for m, x in raw.items()}, "texts": [texts[r] for r in rows]}
     categories = {p.id: p.category for p in catalog.products}
     out = {}
