@@ -1,6 +1,7 @@
 """Atomic writes: a reader sees the old file or the new one, never half of one, and a failed write leaves nothing.
 
-Everything is written to a temporary name in the target's folder and renamed into place (``os.replace``).
+Everything is written to a temporary name in the target's folder and renamed into place (``os.replace``), with the
+permissions a plain ``open`` would give (0644 / 0755 under the usual umask 022), not the temporary file's 0600.
 """
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the umask can only be read by setting it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
@@ -25,7 +35,7 @@ def atomic_file(path: str | Path, mode: str = "wb", fsync: bool = False) -> Iter
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,7 +62,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~_UMASK)
         tmp.replace(path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,8 +15,8 @@ commands:
   run [HYDRA OVERRIDES]   run a job into a run directory (-m: a sweep). task=search (default): catalog, features,
                           graph encoder, index, ranking, evaluation (e.g. model.gnn.layers=0); task=recommend:
                           a top-N recommender under the MMRec protocol (e.g. task=recommend data=mmrec_baby)
-  search [QUERY] [--image PATH] [--product ID] [--history IDS [--decay D]] [--batch FILE]
-         [--run DIR] [-k K] [--mmr-lambda L] [--filter F] [--user ID] [--explain-scores]
+  search [QUERY] [--image PATH | --video PATH [--frames N]] [--product ID] [--history IDS [--decay D]]
+         [--batch FILE] [--run DIR] [-k K] [--mmr-lambda L] [--filter F] [--user ID] [--explain-scores]
                           answer a query from a saved run (default: the newest search run under ./runs)
   serve [--run DIR] [--host HOST] [--port PORT]
                           an HTTP API (/search, /explain, /products/ID, /health) and a web page at / over a saved run
@@ -26,8 +28,8 @@ commands:
                           fetch product images (SOURCE: an Amazon catalog dir or meta file), resumable, with a report
 """
 SEARCH_EPILOG = ("An empty result set (e.g. a filter nothing matches) prints 'no results' and exits 0. An empty "
-                 "query, an unknown product id, a history without a known id, an unreadable image or batch file or "
-                 "a malformed filter print a one-line message and exit 2.")
+                 "query, an unknown product id, a history without a known id, an unreadable image, video or batch "
+                 "file or a malformed filter print a one-line message and exit 2.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,23 +38,21 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    if command == "run":
-        return _run(rest)
-    if command == "search":
-        return _search(rest)
-    if command == "serve":
-        return _serve(rest)
-    if command == "report":
-        return _report(rest)
-    if command == "explain":
-        return _explain(rest)
-    if command == "download-images":
-        return _download_images(rest)
-    print(f"gnn-mmsearch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    if command not in COMMANDS:
+        print(f"gnn-mmsearch: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](rest)
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _run(overrides: list[str]) -> int:
+    problem = _unwritable_output(overrides)
+    if problem:
+        print(f"gnn-mmsearch run: {problem}", file=sys.stderr)
+        return 2
     import hydra
     from omegaconf import DictConfig
 
@@ -62,10 +62,13 @@ def _run(overrides: list[str]) -> int:
 
         from .config import ConfigError
         from .jobs import run_job
+        hydra_cfg = HydraConfig.get()
         try:
-            metrics = run_job(cfg, HydraConfig.get().runtime.output_dir)
+            metrics = run_job(cfg, hydra_cfg.runtime.output_dir)
         except (ConfigError, OSError) as err:
-            print(f"gnn-mmsearch run: {err}", file=sys.stderr)
+            message = _os_error(err, cfg.get("cache_dir")) if isinstance(err, OSError) else str(err)
+            print(f"gnn-mmsearch run: {message}", file=sys.stderr)
+            _discard_refused(Path(hydra_cfg.runtime.output_dir), hydra_cfg.job.name)
             raise SystemExit(2) from None
         return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None  # what a sweeper optimises
 
@@ -77,6 +80,37 @@ def _run(overrides: list[str]) -> int:
     finally:
         sys.argv = argv
     return 0
+
+
+def _unwritable_output(overrides: list[str]) -> str | None:
+    """Why the run (or, with -m, sweep) directory cannot be made, checked before Hydra makes it; else None."""
+    sweep = "-m" in overrides or "--multirun" in overrides
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").split("=", 1)[0] == key and "=" in o]
+    path = Path(given[-1] if given and "${" not in given[-1] else "multirun" if sweep else "runs").expanduser()
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        return f"cannot write the run directory {path}: {existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write the run directory {path}: permission denied on {existing}"
+    return None
+
+
+def _os_error(err: OSError, cache_dir: str | None) -> str:
+    """An ``OSError`` as one line naming the path; paths in the cache say how to move it."""
+    if not err.filename:
+        return str(err)
+    line = f"{err.strerror or err}: {err.filename}"
+    if cache_dir and Path(err.filename).resolve().is_relative_to(Path(cache_dir).expanduser().resolve()):
+        line += " (the catalog and feature cache: set GNN_MMSEARCH_CACHE or cache_dir= to a writable folder)"
+    return line
+
+
+def _discard_refused(run_dir: Path, job_name: str) -> None:
+    """Remove a run directory the job refused to start in when it holds nothing but what Hydra wrote first."""
+    hydra_files = {".hydra", f"{job_name}.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _newest_run() -> Path | None:
@@ -91,6 +125,10 @@ def _search(args: list[str]) -> int:
                                      epilog=SEARCH_EPILOG)
     parser.add_argument("query", nargs="?", help="text query")
     parser.add_argument("--image", help="image query (a file path); with a text query, both are combined")
+    parser.add_argument("--video", help="video query (a file path, e.g. a short mp4): its keyframes' mean image "
+                        "features, searched as an image query; with a text query, both are combined")
+    parser.add_argument("--frames", type=int, help="with --video: keyframes sampled, evenly spread over the clip "
+                        "(default 8)")
     parser.add_argument("--product", help="find products bought with this product id")
     parser.add_argument("--history", help="a user's history: product ids, oldest first, comma-separated; finds "
                         "products near their mean vector (history items excluded, unknown ids skipped)")
@@ -114,7 +152,7 @@ def _search(args: list[str]) -> int:
     from .query import check_image, parse_query
     try:
         query = parse_query(ns.query, ns.image, ns.product, ns.history, ns.decay, ns.user, ns.k, ns.mmr_lambda,
-                            ns.filter, batch=ns.batch is not None)
+                            ns.filter, batch=ns.batch is not None, video=ns.video, frames=ns.frames)
         if query.image is not None:
             check_image(query.image)
     except ValueError as err:
@@ -131,7 +169,7 @@ def _search(args: list[str]) -> int:
         if not queries:
             return fail(f"batch file {ns.batch} has no queries")
 
-    from .search import Searcher, format_hits
+    from .search import Searcher, category_hint, format_hits
     try:
         searcher = Searcher.from_run(run_dir)
         if ns.batch is not None:
@@ -142,6 +180,9 @@ def _search(args: list[str]) -> int:
     except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
         return fail(err.args[0] if err.args else str(err))
     empty = "no results" + (f": no product left after --filter {ns.filter!r}" if ns.filter else "")
+    if query.filter is not None and query.filter.categories and not all(hits for _, hits in answers):
+        hint = category_hint(searcher.catalog, query.filter.categories)
+        empty += f": {hint}" if hint else ""
     print(f"run: {run_dir}")
     for text, hits in answers:
         shown = format_hits(hits, empty, ns.explain_scores)
@@ -190,8 +231,9 @@ def _report(args: list[str]) -> int:
     from .report import write_report
     try:
         written = write_report(ns.paths, ns.out, ns.metrics)
-    except FileNotFoundError as err:
-        print(f"gnn-mmsearch report: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # FileNotFoundError: no runs there
+        message = _os_error(err, None) if isinstance(err, OSError) and err.filename else str(err)
+        print(f"gnn-mmsearch report: {message}", file=sys.stderr)
         return 2
     print(written["markdown"].read_text())
     print("\n".join(f"{name}: {path}" for name, path in written.items()))
@@ -205,7 +247,7 @@ def _explain(args: list[str]) -> int:
     parser.add_argument("--product", help="product query: a product id")
     parser.add_argument("--result", help="product id to explain (default: the top hit)")
     parser.add_argument("--run", type=Path, help="run directory (default: the newest under ./runs)")
-    parser.add_argument("-k", type=int, default=5, help="neighbours to show")
+    parser.add_argument("-k", type=int, default=5, help="neighbours to show (0: only count the links)")
     parser.add_argument("--out", type=Path, help="PNG to write (default: explain_<result>.png)")
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -221,6 +263,8 @@ def _explain(args: list[str]) -> int:
             check_image(ns.image)
     except ValueError as err:
         return fail(str(err))
+    if ns.out is not None and not ns.out.parent.is_dir():
+        return fail(f"--out {ns.out}: no such folder {ns.out.parent}")
     run_dir = ns.run or _newest_run()
     if run_dir is None:
         return fail("no saved search run found under ./runs: pass --run DIR")
@@ -231,7 +275,11 @@ def _explain(args: list[str]) -> int:
     except (ValueError, KeyError, FileNotFoundError, ImportError) as err:
         return fail(err.args[0] if err.args else str(err))
     print(f"run: {run_dir}\n{ex.to_text()}")
-    print(f"picture: {ex.plot(ns.out or Path(f'explain_{ex.product_id}.png'))}")
+    out = ns.out or Path(f"explain_{ex.product_id}.png")
+    try:
+        print(f"picture: {ex.plot(out)}")
+    except OSError as err:
+        return fail(f"cannot write {out}: {err.strerror or err}")
     return 0
 
 
@@ -242,29 +290,56 @@ def _download_images(args: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="image directory (then data.images_dir=DIR)")
     parser.add_argument("--format", choices=["2014", "2018", "2023"], help="the meta file's format (for a file)")
     parser.add_argument("--workers", type=int, default=8, help="concurrent downloads")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds a request (connection, headers and "
+                        "body) may take in all")
     parser.add_argument("--retries", type=int, default=3, help="retries on timeouts, 5xx and truncated bodies")
     parser.add_argument("--report", type=Path, help="JSON report (default: DIR/download_report.json)")
     ns = parser.parse_args(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from .data.download import catalog_image_urls, download_images, meta_image_urls
+    def fail(msg: str, code: int = 2) -> int:
+        print(f"gnn-mmsearch download-images: {msg}", file=sys.stderr)
+        return code
+
+    if not ns.timeout > 0:
+        return fail(f"--timeout must be above 0 seconds, got {ns.timeout:g}")
+    if ns.workers < 1 or ns.retries < 0:
+        return fail("--workers must be at least 1" if ns.workers < 1 else "--retries must be at least 0")
+    if not (ns.source.is_dir() or ns.source.is_file() and ns.format):
+        return fail(f"{ns.source}: " + ("--format is needed for a meta file" if ns.source.is_file()
+                                         else "no such file or directory"))
+
     from ._atomic import write_json
-    if ns.source.is_dir():
-        items = catalog_image_urls(ns.source)
-    elif ns.source.is_file() and ns.format:
-        items = meta_image_urls(ns.source, ns.format)
-    else:
-        reason = "--format is needed for a meta file" if ns.source.is_file() else "no such file or directory"
-        print(f"gnn-mmsearch download-images: {ns.source}: {reason}", file=sys.stderr)
-        return 2
+    from .data.amazon_formats import format_mismatch
+    from .data.download import DownloadInterrupted, catalog_image_urls, download_images, meta_image_urls
+    report_path = ns.report or ns.out / "download_report.json"
     try:
-        report = download_images(items, ns.out, ns.workers, ns.timeout, max(0, ns.retries))
-    except FileNotFoundError as err:
-        print(f"gnn-mmsearch download-images: {err}", file=sys.stderr)
-        return 2
-    path = write_json(ns.report or ns.out / "download_report.json", report.as_dict())
+        if ns.source.is_dir():
+            items = list(catalog_image_urls(ns.source))
+        else:
+            looks_like = format_mismatch(ns.source, ns.format)
+            if looks_like:
+                return fail(f"{ns.source} does not read as --format {ns.format} metadata: it looks like --format "
+                            f"{looks_like}")
+            items = list(meta_image_urls(ns.source, ns.format))
+            if not items:
+                return fail(f"{ns.source}: no image URL in it (read as --format {ns.format})")
+        report = download_images(items, ns.out, ns.workers, ns.timeout, ns.retries)
+    except DownloadInterrupted as stopped:
+        report = stopped.report
+        write_json(report_path, report.as_dict())
+        return fail(f"interrupted: {report.downloaded} downloaded, {report.not_done} not done; "
+                    f"report: {report_path}", 130)
+    except KeyboardInterrupt:
+        return fail("interrupted before any download", 130)
+    except OSError as err:  # FileNotFoundError: a catalog without image_urls.tsv; an --out that cannot be written
+        return fail(_os_error(err, None) if err.filename else str(err))
+    path = write_json(report_path, report.as_dict())
     failed = ", ".join(f"{reason}={n}" for reason, n in report.failed.items()) or "none"
     print(f"downloaded {report.downloaded}, skipped {report.skipped} (already on disk), "
           f"failed {sum(report.failed.values())} ({failed})\nreport: {path}")
     return 0
+
+
+COMMANDS = {"run": _run, "search": _search, "serve": _serve, "report": _report, "explain": _explain,
+            "download-images": _download_images}

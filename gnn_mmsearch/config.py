@@ -161,7 +161,7 @@ class RankingConfig:
 class SearchEvalConfig:
     ks: List[int] = field(default_factory=lambda: [10, 20, 50])
     crossmodal_ks: List[int] = field(default_factory=lambda: [1, 5, 10])
-    examples: List[str] = field(default_factory=list)  # queries printed at the end of a run
+    examples: Optional[List[str]] = None  # queries printed at the end of a run (None: 3 of the catalog's text queries)
     baselines: Dict[str, Any] = field(default_factory=dict)  # name -> {name: <retriever>, **options}
 
     def __post_init__(self):

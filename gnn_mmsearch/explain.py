@@ -6,8 +6,9 @@
 Both are occlusions, measured on the query-result score the index serves (one forward pass each):
 
 - **Modalities**: a modality is masked out for every product (the model's own notion of a missing image or text,
-  not a zero vector) and the score change measured; ``modality_weights`` are the absolute shares (sum 1). With
-  ``weighted`` or ``attention`` fusion the fusion's own weights for the result are reported as well.
+  not a zero vector) and the score change measured; ``modality_weights`` are the absolute shares (sum 1),
+  ``modality_effects`` the same shares with the sign of the change (negative: the modality lowered the score).
+  With ``weighted`` or ``attention`` fusion the fusion's own weights for the result are reported as well.
 - **Neighbours**: each direct link of the result is removed in turn and the catalog re-embedded:
   ``contribution = score - score without that link`` (positive: the link helped).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ._atomic import atomic_file
 from .data.catalog import MODALITIES
 from .features import ProductFeatures, extract_features
 from .run_dir import RunDir
@@ -42,8 +44,9 @@ class Explanation:
     content_score: float  # the same score with no graph links at all
     modality_attribution: dict[str, float]  # score minus the score with the modality masked out
     fusion_weights: dict[str, float] | None  # the fusion's weights for the result (None for concat)
-    neighbours: list[Neighbour] = field(default_factory=list)  # largest |contribution| first
+    neighbours: list[Neighbour] = field(default_factory=list)  # largest |contribution| first, the top k
     query_image: Path | None = None
+    links: int = 0  # the result's direct links in the graph the model propagates over (0 without graph layers)
 
     @property
     def modality_weights(self) -> dict[str, float]:
@@ -54,6 +57,11 @@ class Explanation:
         return {m: abs(v) / total for m, v in self.modality_attribution.items()}
 
     @property
+    def modality_effects(self) -> dict[str, float]:
+        """:attr:`modality_weights` with the sign of each modality's contribution."""
+        return {m: w if self.modality_attribution[m] >= 0 else -w for m, w in self.modality_weights.items()}
+
+    @property
     def graph_contribution(self) -> float:
         return self.score - self.content_score
 
@@ -61,12 +69,15 @@ class Explanation:
         lines = [f"query: {self.query}", f"result: {self.product_id}  {self.title or '(no title)'}",
                  f"score: {self.score:.4f} (content only, no graph: {self.content_score:.4f}, "
                  f"graph {self.graph_contribution:+.4f})", "modalities (share; contribution = score minus score with it masked out):"]
-        lines += [f"  {m:<6} {w:6.1%}  ({self.modality_attribution[m]:+.4f})" for m, w in self.modality_weights.items()]
+        lines += [f"  {m:<6} {w:+7.1%}  ({self.modality_attribution[m]:+.4f})" for m, w in self.modality_effects.items()]
         if self.fusion_weights:
             lines.append("fusion weights: " + ", ".join(f"{m} {w:.1%}" for m, w in self.fusion_weights.items()))
         if self.neighbours:
-            lines.append("neighbours (contribution = score minus score without the link):")
+            lines.append(f"neighbours ({len(self.neighbours)} of {_links(self.links)}; contribution = score minus "
+                         "score without the link):")
             lines += [f"  {n.contribution:+.4f}  {n.id}  {n.title or '(no title)'}" for n in self.neighbours]
+        elif self.links:
+            lines.append(f"neighbours: {_links(self.links)}, none shown (k=0)")
         else:
             lines.append("neighbours: none (no links, or a model without graph layers)")
         return "\n".join(lines)
@@ -84,8 +95,10 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
 
     ``source`` is a run directory or a :class:`Searcher`; the catalog's features come from
     :func:`catalog_features` (pass ``features`` to reuse ones already loaded). The ``k`` neighbours with the largest
-    effect are kept.
+    effect are kept (``k=0``: none is measured, the links are only counted).
     """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
     searcher = source if isinstance(source, Searcher) else Searcher.from_run(source)
     model, catalog = searcher.encoder, searcher.catalog
     if product_id is None:
@@ -119,10 +132,11 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     score = score_with(edges)
     weights = model.fusion.last_weights[row].tolist() if model.config.fusion != "concat" else None
     attribution = {m: score - score_with(edges, without=m) for m in model.config.modalities}
+    linked_rows = edges[1][edges[0] == row].unique().tolist() if model.config.gnn_layers else []
     neighbours = []
-    if model.config.gnn_layers > 0:
+    if k > 0:
         linked = (edges[0] == row) | (edges[1] == row)
-        for j in edges[1][edges[0] == row].unique().tolist():
+        for j in linked_rows:
             keep = ~(linked & ((edges[0] == j) | (edges[1] == j)))
             p = catalog.products[j]
             neighbours.append(Neighbour(p.id, p.title, catalog.image_file(p), score - score_with(edges[:, keep])))
@@ -132,7 +146,7 @@ def explain(source: str | Path | Searcher, query: str | None = None, product_id:
     p = catalog.products[row]
     return Explanation(described, product_id, p.title, catalog.image_file(p), score,
                        score_with(edges[:, :0]), attribution, dict(zip(MODALITIES, weights)) if weights else None,
-                       neighbours[:k], query_image)
+                       neighbours[:k], query_image, len(linked_rows))
 
 
 def catalog_features(searcher: Searcher) -> ProductFeatures:
@@ -164,8 +178,8 @@ def _plot(ex: Explanation, path: Path) -> Path:
                 f"(content only {ex.content_score:.3f})")
 
     ax = fig.add_subplot(grid[0, 2:])
-    names = list(ex.modality_weights)
-    bars = {"occlusion share": [ex.modality_weights[m] for m in names]}
+    names = list(ex.modality_effects)
+    bars = {"occlusion share (signed)": [ex.modality_effects[m] for m in names]}
     if ex.fusion_weights:
         bars["fusion weight"] = [ex.fusion_weights[m] for m in names]
     width = 0.8 / len(bars)
@@ -173,12 +187,14 @@ def _plot(ex: Explanation, path: Path) -> Path:
         pos = [y + (i - (len(bars) - 1) / 2) * width for y in range(len(names))]
         ax.barh(pos, values, width, label=label)
         for y, v in zip(pos, values):
-            ax.text(v + 0.01, y, f"{v:.0%}", va="center", fontsize=9)
+            ax.text(v + (0.01 if v >= 0 else -0.01), y, f"{v:+.0%}" if i == 0 else f"{v:.0%}", va="center",
+                    ha="left" if v >= 0 else "right", fontsize=9)
     ax.set_yticks(range(len(names)), names)
-    ax.set_xlim(0, 1.12)
+    ax.set_xlim(-1.25 if min(ex.modality_effects.values()) < 0 else 0, 1.25)
+    ax.axvline(0, color="black", linewidth=0.8)
     ax.legend(fontsize="small", loc="lower right")
     ax.set_title("which modality mattered")
-    ax.set_xlabel("share of the score change when the modality is masked out")
+    ax.set_xlabel("share of the score change when masked out (< 0: it lowered the score)")
 
     for i, n in enumerate(ex.neighbours):
         _show_image(fig.add_subplot(grid[1, i]), n.image, f"{n.id}  {n.contribution:+.3f}\n{_wrap(n.title or '', 26)}")
@@ -194,9 +210,10 @@ def _plot(ex: Explanation, path: Path) -> Path:
                      f"(all links together: {ex.graph_contribution:+.3f})")
     else:
         ax.set_axis_off()
-        ax.text(0.5, 0.5, "no graph neighbours: the result has no links, or the model no graph layers",
-                ha="center", va="center")
-    fig.savefig(path, dpi=100)
+        ax.text(0.5, 0.5, f"{_links(ex.links)}, none shown (k=0)" if ex.links else
+                "no graph neighbours: the result has no links, or the model no graph layers", ha="center", va="center")
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     return path
 
 
@@ -214,6 +231,10 @@ def _show_image(ax, image: Path | None, title: str) -> None:
         ax.set_facecolor("#dddddd")
         ax.text(0.5, 0.5, "no image", ha="center", va="center", color="#666666", transform=ax.transAxes)
     ax.set_title(title, fontsize=9)
+
+
+def _links(n: int) -> str:
+    return f"{n} link" if n == 1 else f"{n} links"
 
 
 def _wrap(text: str, width: int) -> str:

@@ -3,12 +3,15 @@
     written = write_report(["multirun/2026-11-24_10-00-00"])   # -> <dir>/report/{report.md, report.csv, *.png}
 
 Jobs are the run directories below the given paths (any depth); a configuration is a job's Hydra overrides
-(``.hydra/overrides.yaml``) without ``seed``, so the seeds of one configuration form one row. The same inputs
-always give the same files.
+(``.hydra/overrides.yaml``) without ``seed``, so the seeds of one configuration form one row, its ``seeds`` column
+listing them. A value measured on one seed has no std. The same inputs always give the same files; an unreadable
+run file or an unknown metric is a one-line ``ValueError`` and nothing is written.
 """
 from __future__ import annotations
 
 import csv
+import difflib
+import io
 import math
 import re
 import statistics
@@ -20,6 +23,7 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ._atomic import atomic_write
 from .run_dir import RunDir, find_runs
 
 DEFAULT_METRICS = ("copurchase/recall@10", "copurchase/ndcg@10", "text_query/recall@10", "text_query/mrr@10",
@@ -48,12 +52,16 @@ class Group:
     def values(self, metric: str) -> list[float]:
         return [j.metrics[metric] for j in self.jobs if metric in j.metrics]
 
-    def mean_std(self, metric: str) -> tuple[float, float] | None:
-        """Mean and sample standard deviation (0 for one seed); None when no job has the metric."""
+    def mean_std(self, metric: str) -> tuple[float, float | None] | None:
+        """Mean and sample standard deviation (None for one seed); None when no job has the metric."""
         v = self.values(metric)
         if not v:
             return None
-        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None)
+
+    @property
+    def seeds(self) -> str:
+        return " ".join(str(j.seed) for j in self.jobs)
 
     def setting(self, key: str) -> str | None:
         return dict(_split(o) for o in self.overrides).get(key)
@@ -66,13 +74,21 @@ def find_jobs(paths: Iterable[str | Path]) -> list[Job]:
 
 
 def _load_job(run: RunDir) -> Job:
+    """One finished run; a file that does not read as expected is a ``ValueError`` naming it."""
     overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = (yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else None) or []
-    info = run.info()
-    metrics = run.metrics()
-    metrics.update(epochs=info.get("epochs"), train_s=info.get("timings_s", {}).get("train_s"))
-    return Job(run.path, tuple(o for o in overrides if _split(o)[0] != "seed"), info.get("seed"),
-               {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, run.history())
+    try:
+        overrides = (yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else None) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{overrides_file}: unreadable ({_first_line(err)})") from None
+    info, metrics, history = run.info(), run.metrics(), run.history()
+    for path, value, kind in ((run / run.INFO, info, dict), (run / run.METRICS, metrics, dict),
+                              (run / run.HISTORY, history, list), (overrides_file, overrides, list)):
+        if not isinstance(value, kind):
+            raise ValueError(f"{path}: unreadable (not a {'mapping' if kind is dict else 'list'})")
+    metrics.update(epochs=info.get("epochs"), train_s=(info.get("timings_s") or {}).get("train_s"))
+    return Job(run.path, tuple(str(o) for o in overrides if _split(str(o))[0] != "seed"), info.get("seed"),
+               {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+               [row for row in history if isinstance(row, dict)])
 
 
 def group_jobs(jobs: Sequence[Job]) -> list[Group]:
@@ -104,11 +120,11 @@ def best_groups(groups: Sequence[Group], metric: str) -> set[int]:
     return {i for i, m in means.items() if m == best}
 
 
-def _cell(ms: tuple[float, float] | None, metric: str) -> str:
+def _cell(ms: tuple[float, float | None] | None, metric: str) -> str:
     if ms is None:
         return "–"
     digits = 1 if metric.endswith("_s") or metric == "epochs" else 4
-    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+    return f"{ms[0]:.{digits}f}" + (f" ± {ms[1]:.{digits}f}" if ms[1] is not None else "")
 
 
 def to_markdown(groups: Sequence[Group], metrics: Sequence[str]) -> str:
@@ -118,24 +134,24 @@ def to_markdown(groups: Sequence[Group], metrics: Sequence[str]) -> str:
     for i, g in enumerate(groups):
         cells = [_cell(g.mean_std(m), m) for m in metrics]
         cells = [f"**{c}**" if i in best[m] else c for c, m in zip(cells, metrics)]
-        lines.append(f"| {g.label} | {len(g.jobs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {g.label} | {g.seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_csv(groups: Sequence[Group], metrics: Sequence[str], path: Path) -> Path:
-    """``configuration, seeds, <metric> mean, <metric> std, ..., best`` (the metrics this row is best at)."""
+    """``configuration, seeds, <metric> mean, <metric> std, ..., best`` (the metrics this row is best at); the std is
+    empty for a value measured on one seed."""
     best = {m: best_groups(groups, m) for m in metrics}
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["configuration", "seeds", *[f"{m} {s}" for m in metrics for s in ("mean", "std")], "best"])
-        for i, g in enumerate(groups):
-            cells = []
-            for m in metrics:
-                ms = g.mean_std(m)
-                cells += ["", ""] if ms is None else [f"{ms[0]:.6g}", f"{ms[1]:.6g}"]
-            w.writerow([g.label, " ".join(str(j.seed) for j in g.jobs), *cells,
-                        ";".join(m for m in metrics if i in best[m])])
-    return path
+    f = io.StringIO()
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(["configuration", "seeds", *[f"{m} {s}" for m in metrics for s in ("mean", "std")], "best"])
+    for i, g in enumerate(groups):
+        cells = []
+        for m in metrics:
+            ms = g.mean_std(m)
+            cells += ["", ""] if ms is None else [f"{ms[0]:.6g}", "" if ms[1] is None else f"{ms[1]:.6g}"]
+        w.writerow([g.label, g.seeds, *cells, ";".join(m for m in metrics if i in best[m])])
+    return atomic_write(path, f.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -178,7 +194,7 @@ def plot_axis(groups: Sequence[Group], axis: str, metrics: Sequence[str], path: 
         for s, (name, gs) in enumerate(series.items()):
             points = sorted((values.index(g.setting(axis)), g.mean_std(metric)) for g in gs if g.mean_std(metric))
             x = [p[0] for p in points]
-            y, err = [p[1][0] for p in points], [p[1][1] for p in points]
+            y, err = [p[1][0] for p in points], [p[1][1] or 0.0 for p in points]
             if numeric:
                 ax.errorbar([float(values[i]) for i in x], y, yerr=err, marker="o", capsize=4, label=name or None)
             else:
@@ -237,6 +253,13 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
         raise FileNotFoundError(f"no finished runs (run.json + metrics.json) under {', '.join(map(str, paths))}")
     groups = group_jobs(jobs)
     present = {m for j in jobs for m in j.metrics}
+    if metrics:
+        unknown = [m for m in metrics if m not in present]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(present), n=3)
+            raise ValueError(f"no run has the metric {unknown[0]!r}"
+                             + (f" (did you mean {', '.join(close)}?)" if close else
+                                f" (e.g. {', '.join(sorted(present)[:3])})"))
     metrics = [m for m in (metrics or DEFAULT_METRICS) if m in present]
     out = Path(out) if out is not None else Path(paths[0]) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -253,11 +276,11 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
 
     sources = sorted({str(j.path.parent) for j in jobs})
     lines = [f"# Results: {len(jobs)} runs, {len(groups)} configurations", "",
-             f"Sources: {', '.join(f'`{s}`' for s in sources)}. Mean ± sample std over seeds, best in bold.",
+             f"Sources: {', '.join(f'`{s}`' for s in sources)}. Mean ± sample std over the seeds listed (no std "
+             "for one seed), best in bold.",
              "", to_markdown(groups, metrics), ""]
     lines += [f"![{name}]({p.name})\n" for name, p in written.items() if p.suffix == ".png"]
-    written["markdown"] = out / "report.md"
-    written["markdown"].write_text("\n".join(lines))
+    written["markdown"] = atomic_write(out / "report.md", "\n".join(lines))
     return written
 
 
@@ -265,6 +288,10 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
 def _split(override: str) -> tuple[str, str]:
     key, _, value = override.partition("=")
     return key.lstrip("+~"), value
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def _is_number(value: str) -> bool:

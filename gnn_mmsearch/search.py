@@ -1,12 +1,14 @@
 """Serving: answer queries from a saved run (encoder + index + catalog) through the staged ranking pipeline.
 
-Queries: text, image, text and image together, a product id, a user's history (product ids), or a batch of texts.
+Queries: text, image, video (its keyframes' mean image features: an image query), text with an image or a video, a
+product id, a user's history (product ids), or a batch of texts.
 Every query takes one path, :meth:`Searcher.serve`: retrieval (text and image queries from the relevance head's
 hybrid index when the run has one, product and history queries from the graph index), then
 ``ranking.RankingPipeline`` (score -> personalize -> diversify, each optional). Nothing here imports training code.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,15 +103,19 @@ class Searcher:
 
     def search(self, text: str | None = None, image: str | Path | None = None, product: str | None = None,
                history: Sequence[str] | None = None, k: int = 10, filter: Filter | None = None,
-               mmr_lambda: float | None = None, decay: float | None = None, user: str | None = None) -> list[Hit]:
-        """Top-``k`` products for one query: text and/or image (both given: one combined query), a product id (the
-        product itself excluded) or a ``history`` of product ids (see :meth:`user_vector`; those ids excluded).
-        ``user``: a user id whose interactions personalize the ranking stages (unknown or no history: unpersonalized)."""
-        kinds = [name for name, given in (("a text or image query", text is not None or image is not None),
+               mmr_lambda: float | None = None, decay: float | None = None, user: str | None = None,
+               video: str | Path | None = None, frames: int | None = None) -> list[Hit]:
+        """Top-``k`` products for one query: text and/or an image or a video (text and a picture given: one combined
+        query), a product id (the product itself excluded) or a ``history`` of product ids (see :meth:`user_vector`;
+        those ids excluded). A ``video`` is searched as an image query from the mean image features of ``frames``
+        keyframes spread over it (default ``features.video.VIDEO_FRAMES``). ``user``: a user id whose interactions
+        personalize the ranking stages (unknown or no history: unpersonalized)."""
+        content = text is not None or image is not None or video is not None
+        kinds = [name for name, given in (("a text, image or video query", content),
                                           ("a product id", product is not None), ("a history", history is not None))
                  if given]
         if len(kinds) != 1:
-            raise ValueError("give exactly one of a text and/or image query, a product id or a history"
+            raise ValueError("give exactly one of a text, image and/or video query, a product id or a history"
                              + (f", not {' and '.join(kinds)}" if kinds else ""))
         modal, items, raw = {}, [], None
         if product is not None:
@@ -120,7 +126,7 @@ class Searcher:
             vector, exclude = self.user_vector(history, decay)
             items = exclude
         else:
-            raw = self.encoder.query_features(text, image)
+            raw = self.encoder.query_features(text, image, video, frames)
             vector, exclude = self.encoder.embed_queries(raw).detach().numpy(), []
             modal = split_query_features(raw, self.pipeline.table.modal)[0]
         if user is not None:
@@ -130,6 +136,8 @@ class Searcher:
         query = self.pipeline.query(vector[0], self.index.vectors, items, history is not None or user is not None,
                                     modal)
         texts = [text] if raw is not None and text is not None else None
+        k = self._capped(k, self.hybrid.index if raw is not None and self.hybrid is not None else self.index,
+                         len(exclude))
         products = [product] if product is not None else None
         return self._hits(self.serve(vector, [query], k, filter, [exclude], mmr_lambda, raw, texts, products)[0])
 
@@ -138,6 +146,7 @@ class Searcher:
         """Top-``k`` products for each text query: one encoder forward pass and one index search for the batch."""
         if not texts:
             return []
+        k = self._capped(k, self.hybrid.index if self.hybrid is not None else self.index)
         raw = self.encoder.query_features(text=list(texts))
         vectors = self.encoder.embed_queries(raw).detach().numpy()
         queries = [self.pipeline.query(v, self.index.vectors, modal=m)
@@ -197,6 +206,15 @@ class Searcher:
             raise ValueError(f"the history {known!r} cancels out to no direction")
         return vector[None], known
 
+    @staticmethod
+    def _capped(k: int, index: VectorIndex, excluded: int = 0) -> int:
+        """``k``, or (with a warning) the number of products a query can reach in ``index`` when that is fewer."""
+        reachable = max(len(index) - excluded, 1)
+        if k > reachable:
+            log.warning("k=%d is more than the %d products this query can reach: k capped to %d", k, reachable,
+                        reachable)
+        return min(k, reachable)
+
     def _hits(self, ranked: Ranked) -> list[Hit]:
         out = []
         for r, pid in enumerate(ranked.ids):
@@ -204,6 +222,16 @@ class Searcher:
             out.append(Hit(pid, float(ranked.stages["final"][r]), p.title, " > ".join(p.category), p.price,
                            {name: float(v[r]) for name, v in ranked.stages.items()}))
         return out
+
+
+def category_hint(catalog: Catalog, names: Sequence[str]) -> str | None:
+    """For filter category names no product carries (ignoring case): ``no category 'X' (did you mean 'Y'?)``."""
+    known = {c.casefold(): c for p in catalog.products for c in p.category}
+    missing = [n for n in names if n.casefold() not in known]
+    if not missing:
+        return None
+    close = difflib.get_close_matches(missing[0].casefold(), sorted(known), n=1, cutoff=0.6)
+    return f"no category {missing[0]!r}" + (f" (did you mean {known[close[0]]!r}?)" if close else "")
 
 
 def format_hits(hits: list[Hit], empty: str = "(no results)", explain_scores: bool = False) -> str:

@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
+from gnn_mmsearch.cli import main
 from gnn_mmsearch.data import cached_catalog, load_catalog
 from gnn_mmsearch.data.amazon import IMAGE_URLS, AmazonConfig, k_core, load_amazon
 from gnn_mmsearch.data.amazon_formats import category_path, clean_text, parse_price
@@ -178,3 +179,104 @@ def test_gift_cards_run(env, tmp_path, monkeypatch):
     assert info["num_products"] == 1547
     assert info["features"]["image_missing"] == 1105 and info["features"]["text_missing"] == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["copurchase/recall@10"] > 0
+
+
+# ------------------------------------------------------------------------------- bad input in the files
+def _meta_lines(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_malformed_lines_are_counted_and_named(tmp_path, caplog):
+    """Invalid UTF-8, an integer ASIN and a Python call in a 2014 literal are malformed lines, each counted and logged
+    with what is wrong (never an object's repr)."""
+    good = b"{'asin': 'B001', 'title': 'Kite', 'imUrl': 'http://example.com/B001.jpg'}"
+    meta = _meta_lines(tmp_path / "meta.json", [
+        good, "{'asin': 'B002', 'title': 'caf\u00e9'}".encode("latin-1"), b"{'asin': 123, 'title': 'Number'}",
+        b"{'asin': 'B004', 'title': 'Call', 'salesRank': dict(a=1)}"])
+    with caplog.at_level("WARNING", logger="gnn_mmsearch.data.amazon"):
+        catalog = load_amazon(AmazonConfig("2014", str(meta), k_core=0))
+    assert catalog.ids == ["B001"] and catalog.meta["load_report"]["malformed_meta"] == 3
+    assert "meta.json:2 malformed metadata line skipped: not UTF-8 text" in caplog.text
+    assert "meta.json:3 malformed metadata line skipped: 'asin' must be a string, got int 123" in caplog.text
+    assert "meta.json:4 malformed metadata line skipped: not a Python literal" in caplog.text
+    assert "Call expression" in caplog.text and "object at 0x" not in caplog.text
+
+
+def test_prices_that_are_not_prices_are_unparsed(tmp_path):
+    meta = _meta_lines(tmp_path / "meta.json", [
+        b'{"asin": "A", "title": "a", "price": NaN}', b'{"asin": "B", "title": "b", "price": Infinity}',
+        b'{"asin": "C", "title": "c", "price": -4.5}', b'{"asin": "D", "title": "d", "price": 4.5}',
+        b'{"asin": "E", "title": "e", "price": "NaN"}'])
+    catalog = load_amazon(AmazonConfig("2018", str(meta), k_core=0))
+    assert [p.price for p in catalog.products] == [None, None, None, 4.5, None]
+    assert catalog.meta["load_report"]["unparsed_price"] == 4
+    assert parse_price(float("nan")) == parse_price(-1) == parse_price(float("-inf")) == (None, True)
+
+
+def test_image_counts_agree_with_the_feature_extractor(tmp_path):
+    """A file that does not decode (empty, garbage, a JPEG cut in half) is no image: the load report and the
+    features count it the same way (missing), and the report says how many such files there were."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 64), "red").save(images / "A1.jpg")
+    Image.new("RGB", (64, 64), "blue").save(images / "A2.jpg")
+    whole = (images / "A2.jpg").read_bytes()
+    (images / "A2.jpg").write_bytes(whole[: len(whole) // 2])
+    (images / "A3.jpg").write_bytes(b"")
+    (images / "A4.jpg").write_bytes(b"not a jpeg at all" * 10)
+    meta = _meta_lines(tmp_path / "meta.json", [json.dumps({"asin": f"A{i}", "title": f"t{i}"}).encode()
+                                                 for i in range(1, 6)])
+    catalog = load_amazon(AmazonConfig("2018", str(meta), images_dir=str(images), k_core=0))
+    report = catalog.meta["load_report"]
+    assert (report["images_found"], report["images_missing"], report["images_unreadable"]) == (1, 4, 3)
+    assert [p.image_path is not None for p in catalog.products] == [True, False, False, False, False]
+
+
+def test_products_with_nothing_to_search_them_by_are_dropped(tmp_path, caplog):
+    """No title, description, image or link: every such product would get the same vector, so it is dropped (with
+    its interactions) and counted; one with only a link or only an image stays."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (16, 16), "red").save(images / "IMG.jpg")
+    meta = _meta_lines(tmp_path / "meta.json", [json.dumps(d).encode() for d in (
+        {"asin": "T1", "title": "kite", "also_buy": ["LINKED"]}, {"asin": "LINKED"}, {"asin": "IMG"},
+        {"asin": "BLANK1", "brand": "Acme", "imageURLHighRes": ["http://example.com/BLANK1.jpg"]},
+        {"asin": "BLANK2", "price": "$3.00"})])
+    reviews = _meta_lines(tmp_path / "reviews.json", [json.dumps(
+        {"reviewerID": u, "asin": a, "overall": 5.0, "unixReviewTime": 1}).encode() for u in ("U1", "U2")
+        for a in ("T1", "BLANK2")])
+    with caplog.at_level("WARNING", logger="gnn_mmsearch.data.amazon"):
+        catalog = load_amazon(AmazonConfig("2018", str(meta), str(reviews), str(images), k_core=0))
+    assert catalog.ids == ["T1", "LINKED", "IMG"]
+    report = catalog.meta["load_report"]
+    assert report["dropped_no_content"] == 2 and report["dropped_no_content_interactions"] == 2
+    assert report["products"] == 3 and report["interactions"] == 2
+    assert "dropped 2 products with no title, description, image or link" in caplog.text
+    assert "BLANK1" in catalog.meta["image_urls"]  # a download can still bring it back
+
+
+def test_wrong_format_and_an_empty_k_core_are_one_line(tmp_path):
+    meta, reviews, _ = _inputs(tmp_path, "2014", gz=False)
+    with pytest.raises(ValueError, match=r"meta_Toys_2014.json does not read as format 2023 metadata; it looks like "
+                                         r"format 2014 \(data.format=2014\)"):
+        load_amazon(AmazonConfig("2023", str(meta), k_core=0))
+    with pytest.raises(ValueError, match="the 50-core of the reviews leaves no product"):
+        load_amazon(AmazonConfig("2014", str(meta), str(reviews), k_core=50))
+
+
+def test_a_catalog_too_small_to_split_is_one_line(env, tmp_path, capsys):
+    """3 products and 3 links: no validation or test link can be held out; `run` says so before loading any model."""
+    meta = _meta_lines(tmp_path / "meta.json", [json.dumps({"asin": a, "title": f"kite {a}", "also_buy": links})
+                                                 .encode() for a, links in (("A1", ["A2", "A3"]), ("A2", ["A3"]),
+                                                                            ("A3", ["A1"]))])
+    run_dir = tmp_path / "run"
+    assert main(["run", f"hydra.run.dir={run_dir}", "logger=none", "data=amazon", f"data.meta_path={meta}"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == ("gnn-mmsearch run: data: catalog 'meta' is too small to split: its 3 also_buy link(s) give "
+                           "3 training, 0 validation, 0 test (at least 1 of each is needed)")
+    assert "Traceback" not in out + err and "features" not in out and not run_dir.exists()
+    assert main(["run", f"hydra.run.dir={run_dir}", "logger=none", "data=amazon", f"data.meta_path={meta}",
+                 "data.format=2023"]) == 2
+    assert capsys.readouterr().err.strip() == (f"gnn-mmsearch run: data: {meta} does not read as format 2023 "
+                                               "metadata; it looks like format 2018 (data.format=2018)")

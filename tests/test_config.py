@@ -38,6 +38,7 @@ def test_task_recommend_composes_the_topn_groups():
     (["model.gnn.layers=-1"], "model.gnn.layers must be >= 0, got -1"),
     (["train.max_epochs=0"], "train.max_epochs must be > 0, got 0"),
     (["data.num_products=0"], "data.num_products must be at least 1, got 0"),
+    (["data.num_products=-5"], "data.num_products must be at least 1, got -5"),
     (["+data.products=10"], "data: catalog source 'synthetic' takes no option 'products'"),
     (["model.fusion=nope"], "model: unknown fusion 'nope'; choose one of attention, concat, weighted"),
     (["+model.fusion_kwargs.heads=2"], "model: fusion 'attention' takes no option 'heads'"),
@@ -69,6 +70,24 @@ def test_the_cli_answers_a_bad_config_with_one_line_and_writes_nothing(env, tmp_
     assert not (run_dir / "run.json").exists() and not (run_dir / "metrics.json").exists()
     assert main(["run", f"hydra.run.dir={run_dir}", "imports=[no_such_module_xyz]", "logger=none"]) == 2
     assert "imports: cannot import 'no_such_module_xyz'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.gnn.layers=-1", "model.gnn.layers must be >= 0, got -1"),
+    ("train.lr=abc", "train.lr: Value 'abc' of type 'str' could not be converted to Float"),
+    ("data.num_products=-5", "data.num_products must be at least 1, got -5"),
+    ("data.num_products=0", "data.num_products must be at least 1, got 0"),
+    ("train.max_epochs=0", "train.max_epochs must be > 0, got 0"),
+])
+def test_a_bad_config_value_leaves_nothing_behind(env, tmp_path, capsys, override, message):
+    """One line, exit 2, and neither the run directory Hydra made nor a half-built catalog (``*.tmp``) is left."""
+    run_dir = tmp_path / "run"
+    before = sorted(env.rglob("*"))
+    assert main(["run", f"hydra.run.dir={run_dir}", override, "logger=none"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == f"gnn-mmsearch run: {message}" and "Traceback" not in out + err
+    assert not run_dir.exists()
+    assert sorted(env.rglob("*")) == before and not list(env.rglob("*.tmp"))
 
 
 def test_a_bad_config_in_a_fresh_process_prints_no_traceback(tmp_path):

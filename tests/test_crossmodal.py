@@ -19,7 +19,12 @@ KEYS = {f"{m}@{k}" for m in ("recall", "precision", "ndcg", "mrr") for k in (1, 
 
 
 class HashedText:
-    """A stand-in text extractor: a fixed random vector per string."""
+    """A stand-in text extractor: a fixed random vector per string (words as tokens)."""
+
+    max_tokens = 256
+
+    def token_counts(self, texts):
+        return [len(t.split()) for t in texts]
 
     def encode(self, texts, progress=False):
         vecs = [np.random.default_rng(zlib.crc32(t.encode())).standard_normal(8) for t in texts]

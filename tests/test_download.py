@@ -1,9 +1,14 @@
-"""Image download against a local HTTP server on 127.0.0.1: good images, 404, 503, slow, truncated, not an image."""
+"""Image download against a local HTTP server on 127.0.0.1: good images, 404, 503, slow, truncated, a JPEG cut
+short, a server that trickles bytes, not an image; Ctrl-C; bad arguments."""
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +30,8 @@ def _jpeg(color: str) -> bytes:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """``/good/<name>``, ``/missing``, ``/flaky`` (503 once), ``/slow_once``, ``/slow``, ``/truncated``, ``/text``."""
+    """``/good/<name>``, ``/missing``, ``/flaky`` (503 once), ``/slow_once``, ``/slow``, ``/truncated``, ``/text``,
+    ``/cut_jpeg`` (half a JPEG with a matching Content-Length), ``/trickle`` (a JPEG, one byte every 50 ms)."""
 
     hits: Counter = Counter()
 
@@ -62,6 +68,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(body[: len(body) // 2], length=len(body))
         elif path == "/text":
             self._send(b"<html>an error page, not an image</html>")
+        elif path == "/cut_jpeg":
+            body = _jpeg("gray")
+            self._send(body[: len(body) // 2])
+        elif path == "/trickle":
+            body = _jpeg("yellow")
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client gave up
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
 
 
 @pytest.fixture
@@ -137,3 +157,69 @@ def test_cli_errors(tmp_path, capsys):
     assert "--format is needed" in capsys.readouterr().err
     assert main(["download-images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "image_urls.tsv" in capsys.readouterr().err
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_jpeg_cut_short_is_not_kept_and_files_get_the_usual_mode(server, tmp_path):
+    report = download_images([("A1", f"{server}/good/red"), ("A2", f"{server}/cut_jpeg")], tmp_path, timeout=TIMEOUT,
+                             retries=0)
+    assert report.downloaded == 1 and report.failed == {"not_image": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["A1.jpg"]
+    assert (tmp_path / "A1.jpg").stat().st_mode & 0o777 == 0o666 & ~_umask()  # 0644 under umask 022, not 0600
+
+
+def test_the_timeout_bounds_the_whole_request(server, tmp_path):
+    """A server that keeps sending, slowly, never hits a socket timeout: the deadline on the request stops it."""
+    started = time.monotonic()
+    report = download_images([("A1", f"{server}/trickle")], tmp_path, timeout=TIMEOUT, retries=0)
+    assert time.monotonic() - started < 4 * TIMEOUT  # the body alone would take about 30 s
+    assert report.failed == {"timeout": 1} and not list(tmp_path.glob("*.jpg"))
+
+
+def test_ctrl_c_stops_promptly_and_writes_the_report(server, tmp_path):
+    meta = tmp_path / "meta.json"
+    urls = [("G1", f"{server}/good/red"), *((f"T{i}", f"{server}/trickle") for i in range(6))]
+    meta.write_text("\n".join(json.dumps({"asin": a, "title": a, "imageURLHighRes": [u]}) for a, u in urls) + "\n")
+    out = tmp_path / "img"
+    proc = subprocess.Popen([sys.executable, "-m", "gnn_mmsearch", "download-images", str(meta), "--format", "2018",
+                             "--out", str(out), "--workers", "2", "--timeout", "60", "--retries", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "G1.jpg").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - stopped < 5  # not the minutes the trickling downloads would take
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    report_path = out / "download_report.json"
+    assert stderr.strip() == f"gnn-mmsearch download-images: interrupted: 1 downloaded, 6 not done; report: {report_path}"
+    report = json.loads(report_path.read_text())
+    assert report["interrupted"] is True and report["downloaded"] == 1 and report["not_done"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["G1.jpg", "download_report.json"]  # nothing half-written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timeout", "0"], "--timeout must be above 0 seconds, got 0"),
+    (["--timeout", "-1"], "--timeout must be above 0 seconds, got -1"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--retries", "-1"], "--retries must be at least 0"),
+    (["--format", "2023"], "does not read as --format 2023 metadata: it looks like --format 2018"),
+    (["--format", "2018", "--no-url"], "no image URL in it (read as --format 2018)"),
+])
+def test_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+    meta = tmp_path / "meta.json"
+    record = {"asin": "B001", "title": "t"} | ({} if "--no-url" in args else {"imageURLHighRes": ["http://x/B001.jpg"]})
+    meta.write_text(json.dumps(record) + "\n")
+    args = [a for a in args if a != "--no-url"] if "--format" in args else [*args, "--format", "2018"]
+    assert main(["download-images", str(meta), "--out", str(tmp_path / "o"), *args]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("gnn-mmsearch download-images: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+    assert not (tmp_path / "o").exists()

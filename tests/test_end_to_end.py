@@ -126,7 +126,10 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     assert float(rows["bm25"][0]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
     assert float(rows["served (trained)"][0]) == pytest.approx(metrics["text_query/recall@10"], abs=1e-4)
     lines = [line for line in lines if line.strip()]
-    assert 'search "wireless mouse":' in output  # the configured example queries
+    examples = re.findall(r'^search "(.*)":$', output, re.MULTILINE)  # taken from this run's catalog
+    titles = [set(p.title.lower().split()) for p in Catalog.load(_json(run_dir / "run.json")["catalog_root"]).products
+              if p.title]
+    assert len(examples) == 3 and all(any(set(q.split()) <= t for t in titles) for q in examples), examples
     assert lines[-1] == f"run directory: {run_dir.resolve()}"
 
 
@@ -221,6 +224,9 @@ def test_search_uses_the_newest_run_by_default(run_dir, tmp_path, monkeypatch, c
     (tmp_path / "runs" / "only").symlink_to(run_dir, target_is_directory=True)
     (tmp_path / "runs" / "newer_topn").mkdir()  # a newer top-N recommendation run has nothing to search
     (tmp_path / "runs" / "newer_topn" / "run.json").write_text("{}")
+    for job in (tmp_path / "runs" / "sweep" / "0", tmp_path / "multirun" / "2026-01-01" / "0"):  # newer sweep jobs
+        shutil.copytree(run_dir, job, ignore=shutil.ignore_patterns("wandb"))
+        (job / "run.json").touch()
     monkeypatch.chdir(tmp_path)
     rc, out, err = search(capsys, "--product", "P00001", "-k", "3")
     assert rc == 0, err
@@ -244,7 +250,7 @@ def corrupt_image(tmp_path_factory) -> Path:
     (["mug", "--filter", "price<>3"], "bad filter clause"),
     (["mug", "--filter", "category="], "bad filter clause"),
     (["mug", "--run", "{nowhere}"], "is not a finished gnn-mmsearch run"),
-    ([], "empty query: give a text query, an image, a product id or a history"),
+    ([], "empty query: give a text query, an image, a video, a product id or a history"),
     (["mug", "--product", "P00001"], "cannot be combined"),
     (["mug", "-k", "0"], "k must be at least 1, got 0"),
     (["mug", "--mmr-lambda", "1.5"], "MMR lambda must be between 0 and 1, got 1.5"),
@@ -312,6 +318,42 @@ def test_run_as_a_separate_process_repeats_the_numbers(first_run, env, tmp_path)
     assert _json(run_dir / "run.json")["features"]["image_extracted"] == 0
 
 
+def _unwritable(tmp_path: Path) -> Path:
+    """A folder no process can create: its parent is a file (works as root too, unlike permission bits)."""
+    (tmp_path / "a_file").write_text("")
+    return tmp_path / "a_file" / "folder"
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line(env, tmp_path, capsys):
+    target = _unwritable(tmp_path) / "run"
+    assert main(["run", f"hydra.run.dir={target}", "logger=none"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == f"gnn-mmsearch run: cannot write the run directory {target}: {tmp_path / 'a_file'} is not a folder"
+    assert "Traceback" not in out + err
+    assert main(["run", "-m", f"hydra.sweep.dir={target}", "logger=none", "seed=0,1"]) == 2
+    assert "cannot write the run directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write any folder")
+def test_a_read_only_run_directory_is_one_line(env, tmp_path, capsys):
+    parent = tmp_path / "read-only"
+    parent.mkdir(mode=0o555)
+    assert main(["run", f"hydra.run.dir={parent / 'run'}", "logger=none"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"gnn-mmsearch run: cannot write the run directory {parent / 'run'}: permission denied on {parent}"
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(run_dir, tmp_path, monkeypatch, capsys):
+    cache = _unwritable(tmp_path)
+    monkeypatch.setenv("GNN_MMSEARCH_CACHE", str(cache))
+    target = tmp_path / "run"
+    assert main(["run", f"hydra.run.dir={target}", *overrides_of(run_dir), "logger=none"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == (f"gnn-mmsearch run: Not a directory: {cache / 'catalogs'} (the catalog and feature cache: "
+                           "set GNN_MMSEARCH_CACHE or cache_dir= to a writable folder)")
+    assert "Traceback" not in out + err and not target.exists()
+
+
 def test_unknown_command_and_help(capsys):
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
@@ -320,14 +362,16 @@ def test_unknown_command_and_help(capsys):
 
 # --------------------------------------------------------------------------- a catalog directory
 def test_directory_catalog_with_bad_records(env, catalog, run_dir, tmp_path):
-    """A catalog in the on-disk format with a corrupt image, a product with neither text nor image and a malformed
-    line: the run finishes and run.json counts what was skipped."""
+    """A catalog in the on-disk format with a corrupt image, a product with neither text nor image (linked), two
+    with neither text, image nor link and a malformed line: the run finishes, run.json counts what was skipped and the
+    log warns that the two unlinked ones cannot be told apart."""
     root = tmp_path / "my_catalog"
     shutil.copytree(catalog.root / "images", root / "images")
     (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg" * 20)
     extra = [Product("X-BROKEN-IMAGE", title="teal canvas yoga mat", category=["Yoga", "Yoga Mats"],
                      image_path="images/broken.jpg"),
-             Product("X-EMPTY", category=["Pets", "Dog Toys"], price=3.0)]
+             Product("X-EMPTY", category=["Pets", "Dog Toys"], price=3.0),
+             Product("X-BLANK-1", price=1.0), Product("X-BLANK-2", brand="Acme")]
     edges = catalog.edges + [Edge("X-BROKEN-IMAGE", catalog.ids[0], "also_buy"),
                              Edge("X-EMPTY", catalog.ids[1], "also_buy")]
     mine = Catalog(catalog.products + extra, edges, catalog.interactions, name="mine")
@@ -340,12 +384,13 @@ def test_directory_catalog_with_bad_records(env, catalog, run_dir, tmp_path):
     output = run_cli(out_dir, "data=directory", f"data.path={root}", "train.max_epochs=3", "eval.examples=[]")
     assert output.strip().splitlines()[-1] == f"run directory: {out_dir.resolve()}"
     info = _json(out_dir / "run.json")
-    assert info["num_products"] == 202 and info["catalog"] == "mine"
+    assert info["num_products"] == 204 and info["catalog"] == "mine"
+    assert "2 products have no text, image or link: they all get one vector in the graph space" in output
     assert Path(info["catalog_root"]) == root.resolve()
     feats = info["features"]
     assert feats["image_unreadable"] == 1
-    assert feats["text_missing"] == base["text_missing"] + 1 >= 1
-    assert feats["image_missing"] == base["image_missing"] + 1
+    assert feats["text_missing"] == base["text_missing"] + 3 >= 3
+    assert feats["image_missing"] == base["image_missing"] + 3
     assert feats["image_extracted"] == 0 and feats["image_reused"] == base["image_extracted"]  # same image bytes
     assert feats["text_extracted"] == 1  # only the new title
     metrics = _json(out_dir / "metrics.json")

@@ -17,16 +17,17 @@ def test_a_query_is_searcher_search_arguments():
     query = parse_query(text="mug", history=None, k=3, mmr_lambda=0.5, filter="category=Kitchen;price<=20")
     assert query.search_kwargs() == {"text": "mug", "image": None, "product": None, "history": None, "decay": None,
                                      "user": None, "k": 3, "mmr_lambda": 0.5,
-                                     "filter": Filter(categories=("Kitchen",), price_max=20.0)}
+                                     "filter": Filter(categories=("Kitchen",), price_max=20.0), "video": None,
+                                     "frames": None}
     assert parse_query(history=" P1, ,P2 ,", decay=0.5).history == ("P1", "P2")
     assert parse_query(history=["P1", " P2"]).history == parse_ids("P1,P2") == ("P1", "P2")
     assert parse_query(image="photo.png").image == Path("photo.png")
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({}, "empty query: give a text query, an image, a product id or a history"),
-    ({"text": "mug", "product": "P1"}, "a text or image query cannot be combined with a product id"),
-    ({"image": "a.png", "history": "P1"}, "a text or image query cannot be combined with a history"),
+    ({}, "empty query: give a text query, an image, a video, a product id or a history"),
+    ({"text": "mug", "product": "P1"}, "a text, image or video query cannot be combined with a product id"),
+    ({"image": "a.png", "history": "P1"}, "a text, image or video query cannot be combined with a history"),
     ({"product": "P1", "batch": True}, "a product id cannot be combined with a batch file"),
     ({"batch": True, "user": "U1"}, "a user cannot be combined with a batch file"),
     ({"text": "mug", "decay": 0.5}, "decay needs a history"),
@@ -47,8 +48,9 @@ def test_explain_queries():
         parse_explain_query()
     with pytest.raises(QueryError, match="^a text or image query cannot be combined with a product id$"):
         parse_explain_query(text="mug", product="P1")
-    with pytest.raises(QueryError, match="^k must be at least 1, got 0$"):
-        parse_explain_query(product="P1", k=0)
+    parse_explain_query(product="P1", k=0)  # k=0: the links are counted, none is measured
+    with pytest.raises(QueryError, match="^k must be at least 0, got -1$"):
+        parse_explain_query(product="P1", k=-1)
 
 
 def test_check_image(tmp_path):

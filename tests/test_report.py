@@ -86,6 +86,51 @@ def test_several_sweeps_plot_one_axis_each(sweep, tmp_path):
 def test_cli_report(sweep, capsys, tmp_path):
     assert main(["report", str(sweep), "--out", str(tmp_path / "out"), "--metrics", "copurchase/recall@10"]) == 0
     out = capsys.readouterr().out
-    assert "| model.fusion=attention | 2 | **0.6300 ± 0.0424** |" in out
+    assert "| model.fusion=attention | 0 1 | **0.6300 ± 0.0424** |" in out
     assert (tmp_path / "out" / "report.csv").exists()
     assert main(["report", str(tmp_path / "nothing-here")]) == 2
+
+
+def _report_cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["report", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_a_corrupt_run_file_is_named(sweep, tmp_path, capsys):
+    (sweep / "2" / "metrics.json").write_text('{"copurchase/recall@10": 0.6')
+    rc, out, err = _report_cli(capsys, sweep, "--out", tmp_path / "out")
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.startswith(f"gnn-mmsearch report: {sweep / '2' / 'metrics.json'}: unreadable (")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    (sweep / "2" / "metrics.json").write_text("[1, 2]")
+    rc, _, err = _report_cli(capsys, sweep, "--out", tmp_path / "out")
+    assert rc == 2 and err.strip() == f"gnn-mmsearch report: {sweep / '2' / 'metrics.json'}: unreadable (not a mapping)"
+
+
+def test_an_unknown_metric_is_refused(sweep, tmp_path, capsys):
+    rc, out, err = _report_cli(capsys, sweep, "--out", tmp_path / "out", "--metrics", "copurchase/recall@10",
+                               "copurchase/recal@10")
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.strip() == ("gnn-mmsearch report: no run has the metric 'copurchase/recal@10' "
+                           "(did you mean copurchase/recall@10?)")
+    assert not (tmp_path / "out").exists()
+    rc, _, err = _report_cli(capsys, sweep, "--out", tmp_path / "out", "--metrics", "nosuch/metric")
+    assert rc == 2 and err.startswith("gnn-mmsearch report: no run has the metric 'nosuch/metric' (e.g. ")
+
+
+def test_one_seed_has_no_std_and_seeds_read_the_same_in_both_tables(tmp_path):
+    root = tmp_path / "multirun"
+    _job(root, 0, ["model.fusion=concat"], 0, {"copurchase/recall@10": 0.5})
+    _job(root, 1, ["model.fusion=attention"], 0, {"copurchase/recall@10": 0.6})
+    _job(root, 2, ["model.fusion=attention"], 1, {"copurchase/recall@10": 0.7})
+    written = write_report([root], metrics=["copurchase/recall@10"])
+    md = written["markdown"].read_text()
+    assert "| model.fusion=concat | 0 | 0.5000 |" in md and "±" not in md.split("model.fusion=concat")[1].split("\n")[0]
+    assert "| model.fusion=attention | 0 1 | **0.6500 ± 0.0707** |" in md
+    with open(written["csv"]) as f:
+        rows = {r["configuration"]: r for r in csv.DictReader(f)}
+    assert rows["model.fusion=concat"]["seeds"] == "0" and rows["model.fusion=attention"]["seeds"] == "0 1"
+    assert rows["model.fusion=concat"]["copurchase/recall@10 std"] == ""
+    assert float(rows["model.fusion=attention"]["copurchase/recall@10 std"]) == pytest.approx(0.0707, abs=1e-4)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from gnn_mmsearch.cli import main
-from gnn_mmsearch.explain import explain
+from gnn_mmsearch.explain import Explanation, explain
 from gnn_mmsearch.search import Searcher
 
 
@@ -59,7 +59,8 @@ def test_ablation_multirun_then_report(env, run_dir, tmp_path):
     md = (report / "report.md").read_text()
     for job, fusion in zip(jobs, ("concat", "weighted")):
         recall = json.loads((job / "metrics.json").read_text())["copurchase/recall@10"]
-        assert f"| model.fusion={fusion} | 1 | " in md and f"{recall:.4f} ± 0.0000" in md
+        row = next(line for line in md.splitlines() if line.startswith(f"| model.fusion={fusion} | 0 | "))
+        assert f"{recall:.4f}" in row and "±" not in row  # one seed: no std
     assert len((report / "report.csv").read_text().splitlines()) == 3
     assert Image.open(report / "ablation_model.fusion.png").format == "PNG"
     assert Image.open(report / "training_curves.png").format == "PNG"
@@ -127,3 +128,46 @@ def test_explain_cli_writes_a_png(run_dir, tmp_path, capsys):
     assert Image.open(out).format == "PNG"
     assert main(["explain", "--product", "NOPE", "--run", str(run_dir)]) == 2
     assert main(["explain", "--run", str(run_dir)]) == 2
+
+
+def _explain_cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(["explain", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "{missing}/why.png"], "--out {missing}/why.png: no such folder {missing}"),
+    (["-k", "-3"], "k must be at least 0, got -3"),
+])
+def test_explain_bad_arguments_are_one_line(run_dir, tmp_path, capsys, args, message):
+    missing = tmp_path / "no" / "such"
+    args = [a.format(missing=missing) for a in args]
+    rc, out, err = _explain_cli(capsys, "wireless mouse", "--run", run_dir, *args)
+    assert rc == 2 and out == "" and "Traceback" not in err
+    assert err.strip() == f"gnn-mmsearch explain: {message.format(missing=missing)}"
+    assert not (tmp_path / "no").exists()
+
+
+def test_explain_k0_counts_the_links_without_measuring_them(run_dir, searcher, tmp_path, capsys):
+    degree = _graph_degree(searcher)
+    pid = max(degree, key=degree.get)
+    linked = {e.dst if e.src == pid else e.src for e in searcher.catalog.edges
+              if pid in (e.src, e.dst) and e.type in searcher.encoder.config.graph_edge_types}
+    ex = explain(run_dir, product=searcher.catalog.ids[0], product_id=pid, k=0)
+    assert ex.neighbours == [] and ex.links == len(linked) > 1
+    assert f"neighbours: {len(linked)} links, none shown (k=0)" in ex.to_text()
+    rc, out, err = _explain_cli(capsys, "--product", searcher.catalog.ids[0], "--result", pid, "-k", "0", "--run",
+                                run_dir, "--out", tmp_path / "k0.png")
+    assert rc == 0 and f"neighbours: {len(linked)} links, none shown (k=0)" in out
+    assert "no links" not in out and Image.open(tmp_path / "k0.png").format == "PNG"
+
+
+def test_a_modality_that_lowered_the_score_shows_as_negative(tmp_path):
+    ex = Explanation("red wallet", "P1", "red wallet", None, score=0.6, content_score=0.5,
+                     modality_attribution={"image": -0.1, "text": 0.3}, fusion_weights={"image": 0.4, "text": 0.6})
+    assert ex.modality_weights == pytest.approx({"image": 0.25, "text": 0.75})
+    assert ex.modality_effects == pytest.approx({"image": -0.25, "text": 0.75})
+    assert "  image   -25.0%  (-0.1000)" in ex.to_text() and "  text    +75.0%  (+0.3000)" in ex.to_text()
+    assert Image.open(ex.plot(tmp_path / "neg.png")).format == "PNG"

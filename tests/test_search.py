@@ -158,13 +158,42 @@ def test_one_kind_of_query_at_a_time(searcher, run_dir, capsys):
 def test_empty_result_set_says_no_results(run_dir, capsys):
     rc, out, err = cli(capsys, run_dir, "mug", "--filter", "category=No Such Category")
     assert rc == 0, err
-    assert out.splitlines()[1:] == ["  no results: no product left after --filter 'category=No Such Category'"]
+    assert out.splitlines()[1:] == ["  no results: no product left after --filter 'category=No Such Category': "
+                                    "no category 'No Such Category'"]
     rc, out, _ = cli(capsys, run_dir, "mug", "--filter", "price<=0.001")
     assert rc == 0 and out.splitlines()[-1].strip().startswith("no results")
     with pytest.raises(SystemExit) as exit_info:
         main(["search", "--help"])
     assert exit_info.value.code == 0
     assert "prints 'no results' and exits 0" in " ".join(capsys.readouterr().out.split())
+
+
+def test_category_filters_ignore_case_and_hint_at_a_near_name(run_dir, capsys):
+    rc, exact, _ = cli(capsys, run_dir, "wallet", "--filter", "category=Wallets", "-k", "3")
+    rc_lower, lower, err = cli(capsys, run_dir, "wallet", "--filter", "category=wALLETS", "-k", "3")
+    assert rc == rc_lower == 0 and lower == exact and len(lower.splitlines()) == 4, err
+    rc, out, err = cli(capsys, run_dir, "wallet", "--filter", "category=Walets")
+    assert rc == 0 and "Traceback" not in err
+    assert out.splitlines()[1:] == ["  no results: no product left after --filter 'category=Walets': no category "
+                                    "'Walets' (did you mean 'Wallets'?)"]
+
+
+def test_k_above_the_catalog_and_a_truncated_query_are_warned(run_dir, searcher, capsys, caplog):
+    n = len(searcher.hybrid.index)
+    with caplog.at_level(logging.WARNING):
+        rc, out, err = cli(capsys, run_dir, "wallet", "-k", "5000")
+    assert rc == 0 and len(out.splitlines()) == 1 + n and "Traceback" not in err
+    assert caplog.messages == [f"k=5000 is more than the {n} products this query can reach: k capped to {n}"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        rc, out, err = cli(capsys, run_dir, " ".join(["red leather wallet"] * 120), "-k", "2")
+    assert rc == 0 and len(out.splitlines()) == 3
+    (message,) = caplog.messages  # one line, the tokenizer's own warning silenced
+    assert message.startswith("query truncated to the text encoder's 256 tokens (it has 362): red leather wallet")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert cli(capsys, run_dir, "red leather wallet", "-k", "2")[0] == 0
+    assert caplog.messages == []
 
 
 # ----------------------------------------------------------------------------------------------- diversity

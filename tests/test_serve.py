@@ -241,14 +241,14 @@ def test_non_image_upload_gets_the_cli_message(client, run_dir, capsys, tmp_path
      "unsupported content type 'text/plain': send application/json or multipart/form-data"),
     ({"method": "GET", "url": "/search?text=mug&colour=red"}, 400,
      "unknown parameter 'colour'; accepted: text, product, history, decay, user, filter, k, mmr_lambda, explain, "
-     "image"),
+     "frames, image, video"),
     ({"method": "GET", "url": "/search?text=mug&k=2&k=3"}, 400, "parameter 'k' given 2 times"),
     ({"method": "GET", "url": "/search?text=mug&mmr_lambda=nan"}, 400, "mmr_lambda must be a finite number, got 'nan'"),
     ({"method": "GET", "url": "/search?text=mug&explain=maybe"}, 400, "explain must be true or false, got 'maybe'"),
     ({"method": "GET", "url": "/search?image=photo.png"}, 400, "image must be an uploaded file (multipart/form-data)"),
     ({"method": "POST", "url": "/search", "files": {"photo": ("a.png", b"x", "image/png")}}, 400,
      "unknown parameter 'photo'; accepted: text, product, history, decay, user, filter, k, mmr_lambda, explain, "
-     "image"),
+     "frames, image, video"),
     ({"method": "GET", "url": "/explain?text=mug&result=NO-SUCH"}, 404, "unknown product id 'NO-SUCH'"),
     ({"method": "GET", "url": "/explain?result=P00001"}, 400, "empty query: give a text query, an image or a product id"),
     ({"method": "GET", "url": "/explain?text=mug&mmr_lambda=0.5"}, 400,
@@ -401,3 +401,16 @@ def test_help_stays_instant():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "serve [--run DIR]" in out and out.strip().endswith("[]")
     assert json.loads(out.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_video_upload_is_searched_like_the_cli(client, searcher, image, tmp_path):
+    from PIL import Image
+    from test_video import write_mp4
+
+    clip = write_mp4(tmp_path / "clip.mp4", [Image.open(image).convert("RGB")] * 6)
+    response = client.post("/search", files={"video": ("clip.mp4", clip.read_bytes(), "video/mp4")},
+                           data={"k": "5", "frames": "3"})
+    assert response.status_code == 200, response.text
+    assert ids(response) == [h.id for h in searcher.search(video=clip, frames=3, k=5)]
+    bad = client.post("/search", files={"video": ("notes.mp4", b"not a video", "video/mp4")})
+    assert bad.status_code == 400 and bad.json()["error"].startswith("cannot read query video notes.mp4")

@@ -7,9 +7,11 @@ and, as in the published k-core subsets, **products outside the k-core are dropp
 reviews (or with ``k_core: 0``) every product is kept. A product's ``rating`` / ``popularity`` are its mean
 review rating and review count (the 2023 metadata's own ``average_rating`` / ``rating_number`` when it has no
 reviews). Co-purchase links are kept only when both ends are in the final catalog; the others are counted as
-dangling. With ``images_dir``, a product's ``image_path`` is ``images_dir/<ASIN>.jpg`` when that file exists;
-the others carry no image (the model masks the modality). Image URLs go to ``image_urls.tsv`` in the saved
-catalog directory, where ``gnn-mmsearch download-images`` reads them.
+dangling. With ``images_dir``, a product's ``image_path`` is ``images_dir/<ASIN>.jpg`` when that file exists and
+decodes; the others carry no image (the model masks the modality). A product left with no title, description,
+image or link has nothing to search it by or from (all such products would share one vector): it is dropped, with
+its interactions, and counted. Image URLs (of every product read, so a download can bring a dropped one back) go to
+``image_urls.tsv`` in the saved catalog directory, where ``gnn-mmsearch download-images`` reads them.
 """
 from __future__ import annotations
 
@@ -22,17 +24,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
+from PIL import Image
 from tqdm.auto import tqdm
 
-from .amazon_formats import FORMATS, META_PARSERS, REVIEW_PARSERS, MetaRecord, ReviewRecord, open_lines
+from .amazon_formats import (FORMATS, MALFORMED, META_PARSERS, REVIEW_PARSERS, MetaRecord, ReviewRecord,
+                             format_mismatch, open_lines)
 from .catalog import EDGE_TYPES, Catalog, Edge, Interaction, Product
 from .sources import CATALOG_SOURCES, CatalogSource
 
 log = logging.getLogger(__name__)
 
-LOADER_VERSION = 1
+LOADER_VERSION = 2  # 2: images must decode, products with nothing to search them by are dropped
 IMAGE_URLS = "image_urls.tsv"
-_MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 _SHOWN = 5  # malformed lines logged one by one per file; the rest are only counted
 T = TypeVar("T")
 
@@ -79,7 +82,7 @@ class LoadReport:
     malformed_meta: int = 0
     duplicate_products: int = 0
     no_title: int = 0
-    unparsed_price: int = 0
+    unparsed_price: int = 0  # not a number or range, or not a price (NaN, infinite, negative): price unknown
     review_lines: int = 0
     malformed_reviews: int = 0
     duplicate_reviews: int = 0
@@ -87,12 +90,15 @@ class LoadReport:
     kcore_dropped_products: int = 0
     kcore_dropped_users: int = 0
     kcore_dropped_interactions: int = 0
+    dropped_no_content: int = 0  # products with no title, description, image or link
+    dropped_no_content_interactions: int = 0
     products: int = 0
     interactions: int = 0
     links: dict[str, int] = field(default_factory=dict)
     dangling_links: dict[str, int] = field(default_factory=dict)
-    images_found: int = 0
-    images_missing: int = 0
+    images_found: int = 0  # products whose image file decodes
+    images_missing: int = 0  # products without one: no file, or a file that does not decode ...
+    images_unreadable: int = 0  # ... of which: a file that does not decode
 
     def summary(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -105,12 +111,15 @@ def read_records(path: str | Path, parse: Callable[[str], T], what: str) -> Iter
         if not line.strip():
             continue
         try:
-            yield parse(line)
-        except _MALFORMED as err:
+            record = parse(line.decode("utf-8"))  # UnicodeDecodeError is a ValueError: a malformed line
+        except MALFORMED as err:
             if shown < _SHOWN:
-                log.warning("%s:%d malformed %s line skipped: %s", Path(path).name, lineno, what, err)
+                log.warning("%s:%d malformed %s line skipped: %s", Path(path).name, lineno, what,
+                            "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else err)
             shown += 1
             yield None
+        else:
+            yield record
 
 
 def k_core(pairs: set[tuple[str, str]], k: int) -> set[tuple[str, str]]:
@@ -172,21 +181,47 @@ def _links(records: dict[str, MetaRecord], report: LoadReport) -> list[Edge]:
     return edges
 
 
-def _product(record: MetaRecord, ratings: list[float], count: int, images_dir: Path | None) -> Product:
-    image = images_dir / f"{record.asin}.jpg" if images_dir is not None else None
+def _product(record: MetaRecord, ratings: list[float], count: int, image: Path | None) -> Product:
     rating = sum(ratings) / len(ratings) if ratings else record.rating
     count = count or record.rating_count
     return Product(id=record.asin, title=record.title, description=record.description, brand=record.brand,
                    category=record.category, price=record.price, rating=rating,
-                   popularity=float(count) if count else None,
-                   image_path=str(image) if image is not None and image.is_file() else None)
+                   popularity=float(count) if count else None, image_path=str(image) if image is not None else None)
+
+
+def _image_files(records: dict[str, MetaRecord], images_dir: str | None) -> tuple[dict[str, Path], set[str]]:
+    """``<images_dir>/<ASIN>.jpg`` of the products whose file decodes, and the ASINs whose file does not."""
+    if not images_dir:
+        return {}, set()
+    root = Path(images_dir).expanduser().resolve()
+    found = {a: root / f"{a}.jpg" for a in records if (root / f"{a}.jpg").is_file()}
+    unreadable = {a for a, path in found.items() if not _decodes(path)}
+    return {a: p for a, p in found.items() if a not in unreadable}, unreadable
+
+
+def _decodes(path: Path) -> bool:
+    """Whether an image file decodes to the end (a JPEG at 1/8 scale: cheap, and a truncated one still fails), as
+    the feature extractor will need it to."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (img.width // 8, img.height // 8))
+            img.load()
+        return True
+    except Exception:  # noqa: BLE001 - any decoder error on an untrusted file means "unreadable"
+        return False
 
 
 def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
     """Read the metadata (and reviews) of ``cfg`` into a catalog. ``catalog.meta`` holds ``load_report`` (the
     counts) and ``image_urls`` (id -> URL; :meth:`AmazonConfig.build` moves them to ``image_urls.tsv``)."""
+    looks_like = format_mismatch(cfg.meta_path, cfg.format)
+    if looks_like:
+        raise ValueError(f"{cfg.meta_path} does not read as format {cfg.format} metadata; it looks like format "
+                         f"{looks_like} (data.format={looks_like})")
     report = LoadReport()
     records = _read_meta(cfg, report)
+    if not records:
+        raise ValueError(f"no product read from {cfg.meta_path} as format {cfg.format}")
     interactions: list[Interaction] = []
     if cfg.reviews_path:
         reviews = _read_reviews(cfg, records, report)
@@ -197,6 +232,8 @@ def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
             items = {i for _, i in kept}
             report.kcore_dropped_products = len(records) - len(items)
             records = {a: r for a, r in records.items() if a in items}
+            if not records:
+                raise ValueError(f"the {cfg.k_core}-core of the reviews leaves no product (data.k_core=0 keeps all)")
         else:
             kept = set(reviews)
             log.info("k-core off (k_core=0): all %d reviewed pairs kept", len(kept))
@@ -209,17 +246,27 @@ def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
         ratings, counts = defaultdict(list), Counter()
         log.info("no reviews file: metadata only, no interactions, k-core skipped")
 
-    images_dir = Path(cfg.images_dir).expanduser().resolve() if cfg.images_dir else None
-    products = [_product(r, ratings[a], counts[a], images_dir) for a, r in records.items()]
+    image_urls = {a: r.image_url for a, r in records.items() if r.image_url}
+    images, unreadable = _image_files(records, cfg.images_dir)
     edges = _links(records, report)
+    linked = {e.src for e in edges} | {e.dst for e in edges}
+    blank = {a for a, r in records.items() if not (r.title or r.description or a in images or a in linked)}
+    if blank:
+        records = {a: r for a, r in records.items() if a not in blank}
+        report.dropped_no_content = len(blank)
+        report.dropped_no_content_interactions = sum(i.item in blank for i in interactions)
+        interactions = [i for i in interactions if i.item not in blank]
+        log.warning("dropped %d products with no title, description, image or link (nothing to search them by)",
+                    len(blank))
+    products = [_product(r, ratings[a], counts[a], images.get(a)) for a, r in records.items()]
     report.no_title = sum(p.title is None for p in products)
     report.unparsed_price = sum(r.price_unparsed for r in records.values())
     report.products, report.interactions = len(products), len(interactions)
     report.images_found = sum(p.image_path is not None for p in products)
     report.images_missing = len(products) - report.images_found
+    report.images_unreadable = len(unreadable - blank)
     log.info("Amazon %s load report: %s", cfg.format, report.summary())
-    meta = {"source": "amazon", "config": asdict(cfg), "load_report": asdict(report),
-            "image_urls": {a: r.image_url for a, r in records.items() if r.image_url}}
+    meta = {"source": "amazon", "config": asdict(cfg), "load_report": asdict(report), "image_urls": image_urls}
     return Catalog(products, edges, interactions, name=name or Path(cfg.meta_path).name.split(".")[0], meta=meta)
 
 

@@ -17,14 +17,17 @@ import ast
 import gzip
 import html
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 FORMATS = ("2014", "2018", "2023")
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError)  # what parsing a malformed line raises
 _TAG = re.compile(r"<[^>]*>")
 _SPACE = re.compile(r"\s+")
+_AST_NODE = re.compile(r"<ast\.(\w+) object at 0x[0-9a-fA-F]+>")
 _PRICE = re.compile(r"^\$?\s*(\d[\d,]*(?:\.\d+)?)(?:\s*-\s*\$?\s*\d[\d,]*(?:\.\d+)?)?$")
 
 
@@ -53,11 +56,12 @@ class ReviewRecord:
     rating: float | None
 
 
-def open_lines(path: str | Path) -> Iterator[str]:
-    """The lines of a ``.gz`` (by suffix) or plain text file, read lazily."""
+def open_lines(path: str | Path) -> Iterator[bytes]:
+    """The raw lines of a ``.gz`` (by suffix) or plain file, read lazily; the reader decodes each one, so a line
+    that is not UTF-8 is one malformed line."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with opener(path, "rb") as f:
         yield from f
 
 
@@ -74,11 +78,12 @@ def clean_text(value) -> str | None:
 
 
 def parse_price(value) -> tuple[float | None, bool]:
-    """``(price, unparsed)``: ``"$12.99"`` -> 12.99, a range ``"$5 - $10"`` -> its lower end, ``""`` -> ``None``."""
+    """``(price, unparsed)``: ``"$12.99"`` -> 12.99, a range ``"$5 - $10"`` -> its lower end, ``""`` -> ``None``;
+    a number that is not a price (NaN, infinite, negative) is unparsed."""
     if value is None or value == "":
         return None, False
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value), False
+        return (float(value), False) if math.isfinite(value) and value >= 0 else (None, True)
     match = _PRICE.match(str(value).strip())
     if not match:
         return None, True
@@ -103,8 +108,10 @@ def _ids(values) -> list[str]:
 
 def _required(d: dict, key: str) -> str:
     value = d.get(key)
-    if not value or not isinstance(value, str):
+    if value is None or value == "":
         raise ValueError(f"record without {key!r}")
+    if not isinstance(value, str):
+        raise TypeError(f"{key!r} must be a string, got {type(value).__name__} {str(value)[:40]}")
     return value
 
 
@@ -121,6 +128,11 @@ def _mapping(line: str, literal: bool) -> dict:
         d = ast.literal_eval(line.strip()) if literal else json.loads(line)
     except (SyntaxError, RecursionError) as err:
         raise ValueError(f"not a Python literal: {err}") from None
+    except ValueError as err:
+        if not literal:
+            raise
+        # literal_eval names the offending node as "<ast.Call object at 0x...>": say what it is instead
+        raise ValueError("not a Python literal: " + _AST_NODE.sub(r"\1 expression", str(err))) from None
     if not isinstance(d, dict):
         raise TypeError(f"a record must be an object, not {type(d).__name__}")
     return d
@@ -180,3 +192,25 @@ def review_2023(line: str) -> ReviewRecord:
 META_PARSERS: dict[str, Callable[[str], MetaRecord]] = {"2014": meta_2014, "2018": meta_2018, "2023": meta_2023}
 REVIEW_PARSERS: dict[str, Callable[[str], ReviewRecord]] = {
     "2014": review_2014_2018, "2018": review_2014_2018, "2023": review_2023}
+
+
+def format_mismatch(path: str | Path, fmt: str, lines: int = 50) -> str | None:
+    """The format the metadata file ``path`` looks like when none of its first ``lines`` lines parses as ``fmt``
+    but some do as another (the one whose parser finds the most: ids, titles, images, links); else ``None``."""
+    sample = []
+    for raw in open_lines(path):
+        if raw.strip():
+            sample.append(raw.decode("utf-8", errors="replace"))
+        if len(sample) >= lines:
+            break
+    scores = {}
+    for name, parse in META_PARSERS.items():
+        scores[name] = 0
+        for line in sample:
+            try:
+                r = parse(line)
+            except MALFORMED:
+                continue
+            scores[name] += 1 + bool(r.title) + bool(r.image_url) + bool(r.links)
+    best = max(scores, key=scores.get)
+    return best if scores[fmt] == 0 and scores[best] > 0 else None

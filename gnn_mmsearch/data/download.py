@@ -1,9 +1,12 @@
 """Concurrent, resumable product-image download: ``<out>/<id>.jpg`` for each ``(id, url)``.
 
-Each file is written atomically (temp file, then ``os.replace``) and only after its body decodes as an image.
-Timeouts, connection errors, HTTP 5xx and truncated bodies (fewer bytes than ``Content-Length``) are retried with
-exponential backoff; other HTTP errors (404, ...) and bodies that are not images fail at once. Files already on
-disk (non-empty) are skipped, so an interrupted download resumes where it stopped.
+Each file is written atomically (temp file, then ``os.replace``) and only after its body decodes fully as an
+image. Each request (connection, headers and body) must finish within ``timeout`` seconds: the body is read in
+chunks against that deadline, so a server that trickles bytes cannot hold a worker. Timeouts, connection errors,
+HTTP 5xx and truncated bodies (fewer bytes than ``Content-Length``) are retried with exponential backoff; other HTTP
+errors (404, ...), bodies that are not images and images that do not decode to the end fail at once. Files already
+on disk (non-empty) are skipped, so an interrupted download resumes where it stopped. Ctrl-C stops the workers
+promptly and raises :class:`DownloadInterrupted`, which carries the report of what was done.
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ import http.client
 import io
 import logging
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -30,6 +34,8 @@ from .amazon_formats import META_PARSERS
 
 log = logging.getLogger(__name__)
 USER_AGENT = "gnn-mmsearch image downloader"
+CHUNK = 64 * 1024
+INTERRUPTED = "interrupted"  # the reason of a download cut short by Ctrl-C
 
 
 class _Retryable(Exception):
@@ -46,19 +52,39 @@ class DownloadReport:
     skipped: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # reason -> count
     failures: list[dict] = field(default_factory=list)  # {"id", "url", "reason"}
+    not_done: int = 0  # left undone when the download was interrupted
+    interrupted: bool = False
 
     def as_dict(self) -> dict:
         return {"downloaded": self.downloaded, "skipped": self.skipped, "failed_total": sum(self.failed.values()),
-                "failed": self.failed, "failures": self.failures}
+                "failed": self.failed, "failures": self.failures, "not_done": self.not_done,
+                "interrupted": self.interrupted}
 
 
-def _fetch(url: str, timeout: float) -> bytes:
-    """The body of ``url``; raises ``_Retryable`` or ``_Fatal`` with a short reason."""
+class DownloadInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`download_images`; ``report`` holds what was done before it."""
+
+    def __init__(self, report: DownloadReport):
+        super().__init__("download interrupted")
+        self.report = report
+
+
+def _fetch(url: str, timeout: float, stop: threading.Event) -> bytes:
+    """The body of ``url`` within ``timeout`` seconds in all; raises ``_Retryable`` or ``_Fatal`` with a short
+    reason (``_Fatal(INTERRUPTED)`` once ``stop`` is set)."""
+    deadline = time.monotonic() + timeout
     try:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         with urllib.request.urlopen(request, timeout=timeout) as response:
             expected = response.headers.get("Content-Length")
-            body = response.read()
+            chunks = []
+            while chunk := response.read1(CHUNK):
+                chunks.append(chunk)
+                if stop.is_set():
+                    raise _Fatal(INTERRUPTED)
+                if time.monotonic() > deadline:
+                    raise _Retryable("timeout")
+            body = b"".join(chunks)
     except urllib.error.HTTPError as err:
         raise (_Retryable if err.code >= 500 or err.code == 429 else _Fatal)(f"http_{err.code}") from None
     except http.client.IncompleteRead:
@@ -78,18 +104,21 @@ def _fetch(url: str, timeout: float) -> bytes:
 
 
 def _check_image(body: bytes) -> None:
+    """The body must decode to the last pixel (a JPEG cut short is not kept)."""
     try:
         with Image.open(io.BytesIO(body)) as image:
-            image.verify()
+            image.load()
     except Exception:  # PIL raises many types for undecodable data
         raise _Fatal("not_image") from None
 
 
-def download_one(url: str, path: Path, timeout: float, retries: int, backoff: float) -> str | None:
+def download_one(url: str, path: Path, timeout: float, retries: int, backoff: float,
+                 stop: threading.Event | None = None) -> str | None:
     """Fetch one image into ``path``; ``None`` on success, else the reason of the last failure."""
+    stop = stop or threading.Event()
     for attempt in range(retries + 1):
         try:
-            body = _fetch(url, timeout)
+            body = _fetch(url, timeout, stop)
             _check_image(body)
             atomic_write(path, body)
             return None
@@ -97,14 +126,17 @@ def download_one(url: str, path: Path, timeout: float, retries: int, backoff: fl
             return err.args[0]
         except _Retryable as err:
             reason = err.args[0]
-            if attempt < retries:
-                time.sleep(backoff * 2 ** attempt)
+            if attempt < retries and stop.wait(backoff * 2 ** attempt):
+                return INTERRUPTED
     return reason
 
 
 def download_images(items: Iterable[tuple[str, str]], out_dir: str | Path, workers: int = 8, timeout: float = 10.0,
                     retries: int = 3, backoff: float = 0.5) -> DownloadReport:
-    """Download every ``(id, url)`` to ``out_dir/<id>.jpg``; existing non-empty files are skipped."""
+    """Download every ``(id, url)`` to ``out_dir/<id>.jpg``; existing non-empty files are skipped. On Ctrl-C the
+    workers stop within one read and :class:`DownloadInterrupted` carries the report of what was done."""
+    if timeout <= 0 or workers < 1 or retries < 0:
+        raise ValueError(f"need timeout > 0, workers >= 1 and retries >= 0, got {timeout}, {workers}, {retries}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report, todo = DownloadReport(), []
@@ -118,23 +150,43 @@ def download_images(items: Iterable[tuple[str, str]], out_dir: str | Path, worke
             report.skipped += 1
         else:
             todo.append((item_id, url, path))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(todo), desc="download images", unit="img", disable=None) as bar:
-        futures = {pool.submit(download_one, url, path, timeout, retries, backoff): (item_id, url)
-                   for item_id, url, path in todo}
-        for future in as_completed(futures):
-            reason = future.result()
-            if reason is None:
-                report.downloaded += 1
-            else:
-                item_id, url = futures[future]
-                failed[reason] += 1
-                report.failures.append({"id": item_id, "url": url, "reason": reason})
-            bar.update()
+
+    def record(future: Future) -> None:
+        reason = None if future.cancelled() else future.result()
+        if future.cancelled() or reason == INTERRUPTED:
+            report.not_done += 1
+        elif reason is None:
+            report.downloaded += 1
+        else:
+            item_id, url = futures[future]
+            failed[reason] += 1
+            report.failures.append({"id": item_id, "url": url, "reason": reason})
+
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {pool.submit(download_one, url, path, timeout, retries, backoff, stop): (item_id, url)
+               for item_id, url, path in todo}
+    seen: set[Future] = set()
+    try:
+        with tqdm(total=len(todo), desc="download images", unit="img", disable=None) as bar:
+            for future in as_completed(futures):
+                seen.add(future)
+                record(future)
+                bar.update()
+    except KeyboardInterrupt:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)  # running downloads return within one read or backoff
+        for future in futures.keys() - seen:
+            record(future)
+        report.interrupted = True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     report.failed = dict(sorted(failed.items()))
     report.failures.sort(key=lambda f: f["id"])
     log.info("images: %d downloaded, %d skipped (on disk), %d failed %s", report.downloaded, report.skipped,
              sum(failed.values()), report.failed)
+    if report.interrupted:
+        raise DownloadInterrupted(report)
     return report
 
 

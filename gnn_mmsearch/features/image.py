@@ -96,6 +96,14 @@ class ImageEncoder:
                         len(failed), len(todo), ", ".join(failed[:_MAX_NAMES_LOGGED]))
         return out, mask
 
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Features ``float32 [N, dim]`` of decoded images (e.g. a video's keyframes), preprocessed like files."""
+        rows = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [self.transform(img.convert("RGB")) for img in images[start:start + self.batch_size]]
+            rows.append(self.embed(torch.stack(batch)).cpu().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32)
+
     def _load(self, path: Path) -> torch.Tensor | None:
         """Decoded, preprocessed image, or ``None`` when the file is missing, corrupt or truncated."""
         try:
@@ -114,5 +122,5 @@ def _create_model(model_name: str, checkpoint: Path | None) -> torch.nn.Module:
     if model_name == LITE0 and lite0.is_efficientnet_pytorch(state_dict):
         state_dict = lite0.convert_state_dict(state_dict)
     model.load_state_dict(state_dict, strict=True)
-    log.info("loaded %s weights from %s", model_name, checkpoint)
+    log.debug("loaded %s weights from %s", model_name, checkpoint)
     return model

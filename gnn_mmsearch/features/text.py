@@ -1,6 +1,7 @@
 """Text encoder: a sentence-transformers model (default offline all-MiniLM-L6-v2) -> L2-normalised embeddings."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,20 @@ def resolve_model(model_name: str) -> tuple[str, str]:
     return model_name, model_name
 
 
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' "Loading weights" bar off while a model loads (it is on stderr at every start)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 class TextEncoder:
     """Embeds texts with a SentenceTransformer; empty texts are masked out."""
 
@@ -34,8 +49,9 @@ class TextEncoder:
 
         self.model_name, source = resolve_model(model_name)
         self.batch_size = batch_size
-        self.model = SentenceTransformer(source, device=str(device))
-        log.info("loaded text encoder %s from %s", self.model_name, source)
+        with _no_progress_bars():
+            self.model = SentenceTransformer(source, device=str(device))
+        log.debug("loaded text encoder %s from %s", self.model_name, source)
 
     @property
     def dim(self) -> int:
@@ -51,6 +67,17 @@ class TextEncoder:
             "normalized": True,
             "dim": self.dim,
         }
+
+    @property
+    def max_tokens(self) -> int:
+        """The tokens of a text the model reads; the rest is cut off."""
+        return int(self.model.max_seq_length)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text has for this model (special tokens included; beyond ``max_tokens`` the model
+        reads none)."""
+        tokens = self.model.tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]
+        return [len(ids) for ids in tokens]
 
     def encode(self, texts: Sequence[str | None], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings ``float32 [N, dim]`` (unit norm) and a ``bool [N]`` mask (False: no text; row zeros)."""

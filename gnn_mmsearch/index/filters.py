@@ -16,8 +16,8 @@ _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 class Filter:
     """Constraints an item must meet; unset fields do not constrain.
 
-    ``categories`` matches an item when any name equals any level of its category path (so ``"Phones"`` matches
-    ``["Electronics", "Phones", "Smartphones"]``); several names are OR-ed. Price bounds are inclusive. Items with an
+    ``categories`` matches an item when any name equals any level of its category path, ignoring case (so
+    ``"phones"`` matches ``["Electronics", "Phones", "Smartphones"]``); several names are OR-ed. Price bounds are inclusive. Items with an
     unknown price fail any price bound, items with unknown stock fail ``in_stock`` either way.
     """
 
@@ -117,7 +117,7 @@ class AttributeStore:
             path = attrs.get("category") or ()
             path = (path,) if isinstance(path, str) else tuple(str(c) for c in path)
             self.category[label] = path
-            for name in set(path):
+            for name in {c.casefold() for c in path}:
                 self._members.setdefault(name, set()).add(label)
                 self._member_arrays.pop(name, None)
 
@@ -126,7 +126,7 @@ class AttributeStore:
         for label in labels:
             if label >= len(self.category):
                 continue
-            for name in set(self.category[label]):
+            for name in {c.casefold() for c in self.category[label]}:
                 self._members[name].discard(label)
                 self._member_arrays.pop(name, None)
                 if not self._members[name]:
@@ -136,6 +136,7 @@ class AttributeStore:
             self.in_stock[label] = -1
 
     def _labels_in(self, name: str) -> np.ndarray:
+        name = name.casefold()
         arr = self._member_arrays.get(name)
         if arr is None:
             members = self._members.get(name, ())
@@ -174,6 +175,6 @@ class AttributeStore:
         store.price[:n], store.in_stock[:n] = price, in_stock
         for label, path in enumerate(category):
             store.category[label] = tuple(path)
-            for name in set(path):
+            for name in {c.casefold() for c in path}:
                 store._members.setdefault(name, set()).add(label)
         return store

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import ConfigError
 from ..data import load_catalog, split_edges, split_products
 from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
 from ..evaluation.crossmodal import title_to_image
@@ -52,17 +53,31 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     seed_everything(cfg.seed)
     cache_dir = Path(cfg.cache_dir).expanduser()
 
-    catalog = load_catalog(cfg.data, cache_dir / "catalogs")
+    try:
+        catalog = load_catalog(cfg.data, cache_dir / "catalogs")
+    except ValueError as err:  # the data itself: no product read, a k-core that leaves nothing, a bad catalog file
+        raise ConfigError(f"data: {err}") from None
     log.info("%r", catalog)
     timings["catalog_s"] = time.perf_counter() - t0
+
+    s = cfg.split
+    split = split_edges(catalog, s.target_edge_type, list(s.graph_edge_types), s.val_ratio, s.test_ratio, cfg.seed)
+    sizes = {"training": split.train.size(1), "validation": split.val.size(1), "test": split.test.size(1)}
+    if min(sizes.values()) < 1:
+        raise ConfigError(f"data: catalog {catalog.name!r} is too small to split: its {sum(sizes.values())} "
+                          f"{s.target_edge_type} link(s) give " + ", ".join(f"{n} {part}" for part, n in sizes.items())
+                          + " (at least 1 of each is needed)")
 
     t = time.perf_counter()
     image_enc, text_enc = build_image_encoder(cfg.encoder), build_text_encoder(cfg.encoder)
     feats = extract_features(catalog, image_enc, text_enc, cache_dir / "features")
     timings["features_s"] = time.perf_counter() - t
 
-    s = cfg.split
-    split = split_edges(catalog, s.target_edge_type, list(s.graph_edge_types), s.val_ratio, s.test_ratio, cfg.seed)
+    linked = torch.zeros(len(catalog), dtype=torch.bool)
+    linked[split.graph.flatten()] = True
+    blank = int((~(feats.image_mask | feats.text_mask | linked)).sum())
+    if blank:  # the Amazon loader drops such products; other sources may carry them
+        log.warning("%d products have no text, image or link: they all get one vector in the graph space", blank)
     holdout = split_products(len(catalog), s.query_holdout_ratio, cfg.seed)
     model = build_encoder(cfg, feats.image.size(1), feats.text.size(1))
     model.set_feature_extractors(image=image_enc, text=text_enc)
@@ -164,7 +179,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
 
     print(format_metrics({k: v for k, v in metrics.items() if not k.startswith(("baseline/", "graph_space/"))}))
     print(f"\nside by side (baselines: eval.baselines):\n{side_by_side(metrics)}")
-    for q in cfg.eval.examples:
+    examples = cfg.eval.examples if cfg.eval.examples is not None else text.queries.texts[:3] if text else []
+    for q in examples:
         print(f'\nsearch "{q}":\n{format_hits(searcher.search(text=q, k=5))}')
     print(f"\nfeatures: {feats.stats}\ntimings: " + ", ".join(f"{k}={v:.1f}" for k, v in timings.items()))
     print(f"run directory: {run.path.resolve()}")

@@ -10,10 +10,12 @@ queries (``encode_products``, ``encode_query``) that run the pretrained feature 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,8 @@ from torch import nn
 from ..data.catalog import MODALITIES, Catalog, Edge, Product
 from ..layers import FUSIONS, GraphPropagation
 from ._pretrained import Pretrained
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -124,25 +128,39 @@ class MultimodalGraphEncoder(Pretrained, nn.Module):
 
     @torch.inference_mode()
     def encode_query(self, text: str | Sequence[str] | None = None,
-                     image: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
-        """Embed text and/or image queries (image = file path) into the product space: ``[Q, out_dim]``."""
-        return self.embed_queries(self.query_features(text, image))
+                     image: str | Path | Sequence[str | Path] | None = None,
+                     video: str | Path | Sequence[str | Path] | None = None) -> torch.Tensor:
+        """Embed text and/or image or video queries (file paths) into the product space: ``[Q, out_dim]``."""
+        return self.embed_queries(self.query_features(text, image, video))
 
     def query_features(self, text: str | Sequence[str] | None = None,
-                       image: str | Path | Sequence[str | Path] | None = None) -> dict[str, torch.Tensor]:
-        """The queries' raw pretrained features, ``{"text": [Q, 384], "image": [Q, 1280]}`` for what is given; bad
-        input (an empty text, an unreadable image, mismatched counts) raises ``ValueError``."""
+                       image: str | Path | Sequence[str | Path] | None = None,
+                       video: str | Path | Sequence[str | Path] | None = None,
+                       frames: int | None = None) -> dict[str, torch.Tensor]:
+        """The queries' raw pretrained features, ``{"text": [Q, 384], "image": [Q, 1280]}`` for what is given; a
+        ``video`` gives the mean image features of its keyframes (``frames``, default ``VIDEO_FRAMES``, spread over
+        the clip: ``features/video.py``), in place of an image. Bad
+        input (an empty text, an unreadable image or video, mismatched counts) raises ``ValueError``."""
+        if image is not None and video is not None:
+            raise ValueError("give an image or a video, not both")
         texts = [text] if isinstance(text, str) else list(text) if text is not None else None
         images = [image] if isinstance(image, (str, Path)) else list(image) if image is not None else None
+        videos = [video] if isinstance(video, (str, Path)) else list(video) if video is not None else None
         if texts is not None and any(not t or not t.strip() for t in texts):
             raise ValueError("empty text query: give some words to search for")
-        if not texts and not images:
-            raise ValueError("empty query: give text and/or an image")
-        if texts and images and len(texts) != len(images):
-            raise ValueError(f"{len(texts)} text queries but {len(images)} image queries")
+        if not texts and not images and not videos:
+            raise ValueError("empty query: give text and/or an image or a video")
+        visual = images or videos
+        if texts and visual and len(texts) != len(visual):
+            raise ValueError(f"{len(texts)} text queries but {len(visual)} image or video queries")
         features = {}
         if texts:
-            vecs, _ = self.feature_extractor("text").encode(texts, progress=False)
+            extractor = self.feature_extractor("text")
+            for t, n in zip(texts, extractor.token_counts(texts)):
+                if n > extractor.max_tokens:
+                    log.warning("query truncated to the text encoder's %d tokens (it has %d): %.60s...",
+                                extractor.max_tokens, n, t)
+            vecs, _ = extractor.encode(texts, progress=False)
             features["text"] = torch.as_tensor(vecs)
         if images:
             vecs, ok = self.feature_extractor("image").encode([Path(p) for p in images], progress=False)
@@ -150,6 +168,12 @@ class MultimodalGraphEncoder(Pretrained, nn.Module):
                 bad = [str(p) for p, good in zip(images, ok) if not good]
                 raise ValueError(f"cannot read query image(s): {', '.join(bad)}")
             features["image"] = torch.as_tensor(vecs)
+        if videos:
+            from ..features.video import keyframes
+
+            clips = [keyframes(v, frames) for v in videos]
+            extractor = self.feature_extractor("image")
+            features["image"] = torch.as_tensor(np.stack([extractor.encode_images(c).mean(0) for c in clips]))
         return features
 
     def embed_queries(self, features: dict[str, torch.Tensor]) -> torch.Tensor:

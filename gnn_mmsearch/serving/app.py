@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ..query import QueryError, check_image, parse_explain_query, parse_query
+from ..query import QueryError, check_image, check_video, parse_explain_query, parse_query
 from ..search import Hit, Searcher
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def _bool(name: str, value: Any) -> bool:
 # parameter -> its converter; file field -> its check (an uploaded file is saved, checked, and handed on as a path,
 # so another kind of query file is one entry here and a keyword of parse_query / Searcher.search)
 SEARCH_PARAMS = {"text": _text, "product": _text, "history": _ids, "decay": _float, "user": _text, "filter": _text,
-                 "k": _int, "mmr_lambda": _float, "explain": _bool}
-SEARCH_FILES: dict[str, Callable[[Path, str], None]] = {"image": check_image}
+                 "k": _int, "mmr_lambda": _float, "explain": _bool, "frames": _int}
+SEARCH_FILES: dict[str, Callable[[Path, str], None]] = {"image": check_image, "video": check_video}
 EXPLAIN_PARAMS = {"text": _text, "product": _text, "result": _text, "k": _int}
 EXPLAIN_FILES: dict[str, Callable[[Path, str], None]] = {"image": check_image}
 

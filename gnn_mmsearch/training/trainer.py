@@ -96,7 +96,10 @@ class Trainer:
                 self.on_epoch_end(row)
             score = row[f"val/{cfg.monitor}"]
             bar.set_postfix(loss=f"{row['train/loss']:.3f}", **{cfg.monitor: f"{score:.4f}"})
-            if stopper.step(score):
+            stop = stopper.step(score)
+            log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f)", epoch, row["train/loss"], cfg.monitor, score,
+                     stopper.best)
+            if stop:
                 log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
                 break
         stopper.restore()
