@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 USAGE = """usage: gnn-mmsearch COMMAND [ARGS]
@@ -72,13 +74,17 @@ def _run(overrides: list[str]) -> int:
             raise SystemExit(2) from None
         return metrics[cfg.optimized_metric] if cfg.get("optimized_metric") else None  # what a sweeper optimises
 
-    argv, sys.argv = sys.argv, [sys.argv[0], *overrides]  # Hydra reads its overrides from sys.argv
-    try:
-        _job()
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv = argv
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks write no run directory (rank 0 does)
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="gnn-mmsearch-rank-"))
+            overrides = [*overrides, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+        argv, sys.argv = sys.argv, [sys.argv[0], *overrides]  # Hydra reads its overrides from sys.argv
+        try:
+            _job()
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            sys.argv = argv
     return 0
 
 

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .device import PRECISIONS, resolve_device
 from .training.relevance import RelevanceTrainConfig
 from .training.topn import TopNTrainConfig
 from .training.trainer import TrainConfig
@@ -133,7 +134,12 @@ class TextExtractorConfig:
 class ExtractorConfig:
     image: ImageExtractorConfig = field(default_factory=ImageExtractorConfig)
     text: TextExtractorConfig = field(default_factory=TextExtractorConfig)
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (default: the job's device)
+    precision: str = "fp32"  # fp32 | fp16 | bf16: autocast of the extractors' forward passes
+
+    def __post_init__(self):  # the device is checked after the job's own (``_check_search``)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"encoder.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -202,10 +208,13 @@ class LoggerConfig:
 @dataclass
 class _JobConfig:
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N: where training, evaluation and feature extraction run
     imports: List[str] = field(default_factory=list)  # modules imported first: they register extra components
     optimized_metric: Optional[str] = None  # what a sweeper optimises (hparams_search)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self):
+        resolve_device(self.device)
 
 
 @dataclass
@@ -271,6 +280,7 @@ def _check_search(cfg: DictConfig) -> None:
     from .ranking import RANKERS
     from .retrievers import RETRIEVERS
 
+    resolve_device(cfg.encoder.device, "encoder.device")
     data = dict(cfg.data)
     if "source" not in data:
         raise ValueError("data.source is missing (synthetic | directory | amazon | a registered source)")

@@ -235,3 +235,19 @@ def test_build_text_encoder_from_dictconfig(no_network):
     cfg = omegaconf.OmegaConf.create({"text": {"model_name": "all-MiniLM-L6-v2", "batch_size": 16}, "device": "cpu"})
     encoder = build_text_encoder(cfg)
     assert encoder.batch_size == 16 and encoder.dim == 384
+
+
+@pytest.mark.parametrize("encoder_name", ["image_encoder", "text_encoder"])
+def test_half_precision_autocast_is_close_to_fp32_and_cached_apart(encoder_name, request, tmp_path, monkeypatch):
+    encoder = request.getfixturevalue(encoder_name)
+    inputs = ([_jpeg(tmp_path / "a.jpg", "red"), _jpeg(tmp_path / "b.jpg", "blue", "rectangle")]
+              if encoder_name == "image_encoder" else ["red leather wallet", "wireless mouse"])
+    full, _ = encoder.encode(inputs, progress=False)
+    monkeypatch.setattr(encoder, "precision", "bf16")  # bf16 autocast runs on the CPU too
+    half, mask = encoder.encode(inputs, progress=False)
+    assert half.dtype == np.float32 and mask.all() and not np.array_equal(half, full)
+    cosine = (half * full).sum(1) / np.linalg.norm(half, axis=1) / np.linalg.norm(full, axis=1)
+    assert cosine.min() > 0.98, cosine
+    assert encoder.config()["precision"] == "bf16"  # a separate feature-cache key from fp32's
+    monkeypatch.setattr(encoder, "precision", "fp32")
+    assert "precision" not in encoder.config()  # fp32 keeps the existing caches valid

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.catalog import Catalog
+from ..device import resolve_device
 from .cache import FeatureCache, file_key, text_key
 from .image import ImageEncoder
 from .text import TextEncoder
@@ -41,16 +42,26 @@ class ProductFeatures:
     text_mask: torch.Tensor  # bool [N]
     stats: dict[str, int] = field(default_factory=dict)
 
+    def to(self, device: str | torch.device) -> "ProductFeatures":
+        """The same features with every tensor on ``device``."""
+        return replace(self, **{name: getattr(self, name).to(device)
+                                for name in ("image", "image_mask", "text", "text_mask")})
+
 
 def build_image_encoder(cfg: Mapping) -> ImageEncoder:
-    """``ImageEncoder`` from ``cfg.image.{model_name, checkpoint, batch_size}`` and ``cfg.device``."""
-    return ImageEncoder(**_kwargs(cfg.get("image"), ("model_name", "checkpoint", "batch_size")),
-                        device=cfg.get("device") or "cpu")
+    """``ImageEncoder`` from ``cfg.image.{model_name, checkpoint, batch_size}``, ``cfg.device`` (default ``auto``)
+    and ``cfg.precision``."""
+    return ImageEncoder(**_kwargs(cfg.get("image"), ("model_name", "checkpoint", "batch_size")), **_placement(cfg))
 
 
 def build_text_encoder(cfg: Mapping) -> TextEncoder:
-    """``TextEncoder`` from ``cfg.text.{model_name, batch_size}`` and ``cfg.device``."""
-    return TextEncoder(**_kwargs(cfg.get("text"), ("model_name", "batch_size")), device=cfg.get("device") or "cpu")
+    """``TextEncoder`` from ``cfg.text.{model_name, batch_size}``, ``cfg.device`` and ``cfg.precision``."""
+    return TextEncoder(**_kwargs(cfg.get("text"), ("model_name", "batch_size")), **_placement(cfg))
+
+
+def _placement(cfg: Mapping) -> dict:
+    return {"device": resolve_device(cfg.get("device") or "auto", "encoder.device"),
+            "precision": cfg.get("precision") or "fp32"}
 
 
 def _kwargs(section: Mapping | None, names: Sequence[str]) -> dict:

@@ -13,6 +13,7 @@ from timm.data import create_transform, resolve_data_config
 from timm.models import load_state_dict
 from tqdm.auto import tqdm
 
+from ..device import autocast
 from . import _efficientnet_lite0 as lite0
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,12 @@ class ImageEncoder:
         checkpoint: str | Path | None = None,
         batch_size: int = 32,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ):
         self.model_name = model_name
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self.precision = precision
         if checkpoint is None and model_name == LITE0:
             checkpoint = lite0.default_checkpoint()
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
@@ -63,13 +66,15 @@ class ImageEncoder:
             "features": "pre_logits",
             "dim": self.dim,
             "preprocess": {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_config.items()},
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
         }
 
     @torch.inference_mode()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled pre-logits features of a preprocessed batch ``[B, 3, H, W]``."""
-        features = self.model.forward_features(images.to(self.device))
-        return self.model.forward_head(features, pre_logits=True).float()
+        """Pooled pre-logits features of a preprocessed batch ``[B, 3, H, W]`` (float32, on the encoder's device)."""
+        with autocast(self.device, self.precision):
+            features = self.model.forward_features(images.to(self.device, non_blocking=True))
+            return self.model.forward_head(features, pre_logits=True).float()
 
     def encode(self, paths: Sequence[Path | str | None], progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Features ``float32 [N, dim]`` and a ``bool [N]`` mask (False: no path or unreadable image; row zeros)."""
@@ -88,7 +93,8 @@ class ImageEncoder:
                         rows.append(i)
                         tensors.append(tensor)
                 if tensors:
-                    out[rows] = self.embed(torch.stack(tensors)).cpu().numpy()
+                    batch = torch.stack(tensors)
+                    out[rows] = self.embed(batch.pin_memory() if self.device.type == "cuda" else batch).cpu().numpy()
                     mask[rows] = True
                 bar.update(len(todo[start:start + self.batch_size]))
         if failed:

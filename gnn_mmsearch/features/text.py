@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..device import autocast
+
 log = logging.getLogger(__name__)
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -44,13 +46,15 @@ def _no_progress_bars():
 class TextEncoder:
     """Embeds texts with a SentenceTransformer; empty texts are masked out."""
 
-    def __init__(self, model_name: str = "all-MiniLM-L6-v2", batch_size: int = 64, device: str | torch.device = "cpu"):
+    def __init__(self, model_name: str = "all-MiniLM-L6-v2", batch_size: int = 64, device: str | torch.device = "cpu",
+                 precision: str = "fp32"):
         from sentence_transformers import SentenceTransformer  # slow import, only when an encoder is built
 
         self.model_name, source = resolve_model(model_name)
         self.batch_size = batch_size
+        self.device, self.precision = torch.device(device), precision
         with _no_progress_bars():
-            self.model = SentenceTransformer(source, device=str(device))
+            self.model = SentenceTransformer(source, device=str(self.device))
         log.debug("loaded text encoder %s from %s", self.model_name, source)
 
     @property
@@ -66,6 +70,7 @@ class TextEncoder:
             "max_seq_length": self.model.max_seq_length,
             "normalized": True,
             "dim": self.dim,
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
         }
 
     @property
@@ -85,11 +90,13 @@ class TextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         rows = np.flatnonzero(mask)
         if len(rows):
-            out[rows] = self.model.encode(
-                [texts[i] for i in rows],
-                batch_size=self.batch_size,
-                show_progress_bar=progress and len(rows) > self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-            ).astype(np.float32, copy=False)
+            with autocast(self.device, self.precision):
+                vectors = self.model.encode(
+                    [texts[i] for i in rows],
+                    batch_size=self.batch_size,
+                    show_progress_bar=progress and len(rows) > self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                )
+            out[rows] = vectors.astype(np.float32, copy=False)
         return out, mask

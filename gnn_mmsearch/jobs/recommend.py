@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .. import distributed
 from .._registry import import_modules
 from ..data.mmrec import Interactions, load_inter
+from ..device import resolve_device
 from ..evaluation import format_metrics
 from ..models import Recommender, create_recommender
 from ..run_dir import RunDir
@@ -29,12 +31,14 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
     timings["data_s"] = time.perf_counter() - t0
 
-    model = build_recommender(cfg.recommender, data)
+    model = build_recommender(cfg.recommender, data).to(resolve_device(cfg.device))
     trainer = TopNTrainer(model, data, TopNTrainConfig(**cfg.train), cfg.seed, tuple(cfg.eval.ks),
                           on_epoch_end=tracker.log_epoch)
     t = time.perf_counter()
     history = trainer.fit()
     timings["train_s"] = time.perf_counter() - t
+    if not distributed.is_main():
+        return {}
 
     evaluated = [row for row in history if f"val/{cfg.train.monitor}" in row]
     best = max(evaluated, key=lambda row: row[f"val/{cfg.train.monitor}"])
@@ -42,7 +46,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     metrics.update({k: v for k, v in best.items() if k.startswith("val/")})
     timings["total_s"] = time.perf_counter() - t0
 
-    torch.save(model.state_dict(), run / run.RECOMMENDER)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, run / run.RECOMMENDER)
     run.write_results("recommend", cfg, metrics, history, {
         "data_fingerprint": data.fingerprint, "dataset": data.name, "num_users": data.num_users,
         "num_items": data.num_items, "load_report": data.report.as_dict(), "epochs": len(history),
@@ -71,5 +75,5 @@ def load_recommender(run_dir: str | Path) -> tuple[Recommender, Interactions]:
         raise ValueError(f"{cfg.data.path} changed since {run.path} was trained (fingerprint {data.fingerprint}, "
                          f"run {trained_on})")
     model = build_recommender(cfg.recommender, data)
-    model.load_state_dict(torch.load(run / run.RECOMMENDER))
+    model.load_state_dict(torch.load(run / run.RECOMMENDER, map_location="cpu"))
     return model.eval(), data

@@ -13,7 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError
+from .. import distributed
 from ..data import load_catalog, split_edges, split_products
+from ..device import resolve_device
 from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
 from ..evaluation.crossmodal import title_to_image
 from ..evaluation.query_sets import (QuerySet, evaluate_baselines, evaluate_model, evaluate_served, query_sets,
@@ -53,25 +55,27 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     seed_everything(cfg.seed)
     cache_dir = Path(cfg.cache_dir).expanduser()
 
-    try:
-        catalog = load_catalog(cfg.data, cache_dir / "catalogs")
-    except ValueError as err:  # the data itself: no product read, a k-core that leaves nothing, a bad catalog file
-        raise ConfigError(f"data: {err}") from None
-    log.info("%r", catalog)
-    timings["catalog_s"] = time.perf_counter() - t0
+    with distributed.main_first():  # under torchrun rank 0 fills the caches, the other ranks read them
+        try:
+            catalog = load_catalog(cfg.data, cache_dir / "catalogs")
+        except ValueError as err:  # the data itself: no product read, a k-core that leaves nothing, a bad catalog file
+            raise ConfigError(f"data: {err}") from None
+        log.info("%r", catalog)
+        timings["catalog_s"] = time.perf_counter() - t0
 
-    s = cfg.split
-    split = split_edges(catalog, s.target_edge_type, list(s.graph_edge_types), s.val_ratio, s.test_ratio, cfg.seed)
-    sizes = {"training": split.train.size(1), "validation": split.val.size(1), "test": split.test.size(1)}
-    if min(sizes.values()) < 1:
-        raise ConfigError(f"data: catalog {catalog.name!r} is too small to split: its {sum(sizes.values())} "
-                          f"{s.target_edge_type} link(s) give " + ", ".join(f"{n} {part}" for part, n in sizes.items())
-                          + " (at least 1 of each is needed)")
+        s = cfg.split
+        split = split_edges(catalog, s.target_edge_type, list(s.graph_edge_types), s.val_ratio, s.test_ratio,
+                            cfg.seed)
+        sizes = {"training": split.train.size(1), "validation": split.val.size(1), "test": split.test.size(1)}
+        if min(sizes.values()) < 1:
+            raise ConfigError(f"data: catalog {catalog.name!r} is too small to split: its {sum(sizes.values())} "
+                              f"{s.target_edge_type} link(s) give "
+                              + ", ".join(f"{n} {part}" for part, n in sizes.items()) + " (at least 1 of each is needed)")
 
-    t = time.perf_counter()
-    image_enc, text_enc = build_image_encoder(cfg.encoder), build_text_encoder(cfg.encoder)
-    feats = extract_features(catalog, image_enc, text_enc, cache_dir / "features")
-    timings["features_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        image_enc, text_enc = build_image_encoder(cfg.encoder), build_text_encoder(cfg.encoder)
+        feats = extract_features(catalog, image_enc, text_enc, cache_dir / "features")
+        timings["features_s"] = time.perf_counter() - t
 
     linked = torch.zeros(len(catalog), dtype=torch.bool)
     linked[split.graph.flatten()] = True
@@ -79,7 +83,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     if blank:  # the Amazon loader drops such products; other sources may carry them
         log.warning("%d products have no text, image or link: they all get one vector in the graph space", blank)
     holdout = split_products(len(catalog), s.query_holdout_ratio, cfg.seed)
-    model = build_encoder(cfg, feats.image.size(1), feats.text.size(1))
+    model = build_encoder(cfg, feats.image.size(1), feats.text.size(1)).to(resolve_device(cfg.device))
     model.set_feature_extractors(image=image_enc, text=text_enc)
 
     t = time.perf_counter()
@@ -87,11 +91,16 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
                       on_epoch_end=tracker.log_epoch)
     history = trainer.fit()
     timings["train_s"] = time.perf_counter() - t
+    if not distributed.is_main():
+        return {}
 
     t = time.perf_counter()
     ks = tuple(cfg.eval.ks)
-    with torch.no_grad():
-        emb_val, emb_test = trainer.embed(split.message_passing("val")), trainer.embed(split.message_passing("test"))
+    with torch.no_grad():  # graph embeddings on the training device; serving embeddings propagate over every link
+        emb_val, emb_test, emb = (trainer.embed(graph).cpu() for graph in (
+            split.message_passing("val"), split.message_passing("test"),
+            catalog.to_pyg(model.config.graph_edge_types).edge_index))
+    model.cpu()  # queries are embedded on the CPU from here on, as `gnn-mmsearch search` serves them
     metrics = best_validation(history, cfg.train.monitor)
     served_key = f"val/copurchase_served/{cfg.train.monitor}"  # what the weights are chosen on
     weights, metrics[served_key] = choose_weights(
@@ -123,10 +132,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
                                              tuple(cfg.eval.crossmodal_ks))
     metrics.update({f"crossmodal/{k}": v for k, v in crossmodal.items()})
 
-    # serving embeddings propagate over every link; the index is what `gnn-mmsearch search` answers from
-    with torch.no_grad():
-        emb = model(feats.image, feats.image_mask, feats.text, feats.text_mask,
-                    catalog.to_pyg(model.config.graph_edge_types).edge_index).numpy()
+    # the index is what `gnn-mmsearch search` answers from
+    emb = emb.numpy()
     index = build_index(cfg.index, emb, catalog, range(len(catalog)))
     metrics["index/recall@10"] = _index_recall(index, emb, catalog.ids)
     ranking_stage = bool(cfg.ranking.ranker or cfg.ranking.personalize)

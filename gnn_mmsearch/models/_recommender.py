@@ -30,7 +30,8 @@ def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
 class Recommender(nn.Module):
     """Subclasses implement :meth:`forward` (all user and item embeddings) and :meth:`loss` on a batch of
     ``(user, positive item, sampled negative item)`` triples. Register one with ``@RECOMMENDERS.register(name)``;
-    it is built as ``cls(train, item_features=..., **recommender_config)``."""
+    it is built as ``cls(train, item_features=..., **recommender_config)``. Data tensors (the graph adjacency,
+    item features) are non-persistent buffers, so ``.to(device)`` moves them and ``state_dict`` leaves them out."""
 
     def __init__(self, train: sp.csr_matrix):
         super().__init__()
@@ -44,6 +45,6 @@ class Recommender(nn.Module):
 
     @torch.no_grad()
     def scorer(self):
-        """``score(user_ids) -> [B, num_items]``, with the embeddings computed once."""
+        """``score(user_ids) -> [B, num_items]`` on the model's device, with the embeddings computed once."""
         users, items = self()
-        return lambda ids: users[ids] @ items.t()
+        return lambda ids: users[ids.to(users.device)] @ items.t()

@@ -70,6 +70,8 @@ class MultimodalGraphEncoder(Pretrained, nn.Module):
         self.gnn = GraphPropagation(c.hidden_dim, c.gnn_layers, c.conv, c.dropout, conv_kwargs=c.conv_kwargs)
         self.head = nn.Linear(c.hidden_dim, c.out_dim)
         self.query_towers = nn.ModuleDict({m: _tower(c.hidden_dim, c.out_dim) for m in MODALITIES})
+        # which modalities the model reads, where its parameters are (no host-to-device copy per forward)
+        self.register_buffer("enabled", torch.tensor([m in c.modalities for m in MODALITIES]), persistent=False)
         self._extractors: dict = {}
 
     # ------------------------------------------------------------------ tensors in, embeddings out
@@ -77,7 +79,7 @@ class MultimodalGraphEncoder(Pretrained, nn.Module):
                 edge_index: torch.Tensor | None = None) -> torch.Tensor:
         """Product embeddings ``[N, out_dim]`` (unit norm) from features, masks and an (undirected) edge index."""
         tokens = torch.stack([self.proj["image"](image), self.proj["text"](text)], dim=1)
-        mask = torch.stack([image_mask, text_mask], dim=1) & self._enabled(image.device)
+        mask = torch.stack([image_mask, text_mask], dim=1) & self.enabled
         h = self.fusion(tokens, mask)
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long, device=h.device)
@@ -91,9 +93,6 @@ class MultimodalGraphEncoder(Pretrained, nn.Module):
         if not parts:
             raise ValueError("a query needs text and/or image features")
         return F.normalize(torch.stack(parts).sum(0), dim=-1)
-
-    def _enabled(self, device) -> torch.Tensor:
-        return torch.tensor([m in self.config.modalities for m in MODALITIES], device=device)
 
     # ------------------------------------------------------------------ raw products and queries
     def feature_extractor(self, modality: str):

@@ -19,7 +19,7 @@ class LightGCN(Recommender):
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, embedding_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, embedding_dim)))
         self.propagate = GraphPropagation(embedding_dim, layers, "lightgcn", normalize=False)
-        self.adjacency = user_item_adjacency(train)
+        self.register_buffer("adjacency", user_item_adjacency(train), persistent=False)
         self.reg_weight = reg_weight
         self.bpr = BPRLoss()
 

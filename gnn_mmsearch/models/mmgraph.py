@@ -38,7 +38,7 @@ class MultimodalGraphRecommender(Recommender):
                                           for m in self.modalities})
         self.fusion = FUSIONS.create(fusion, 1 + len(self.modalities), embedding_dim) if self.modalities else None
         self.propagate = GraphPropagation(embedding_dim, layers, "lightgcn", normalize=False)
-        self.adjacency = user_item_adjacency(train)
+        self.register_buffer("adjacency", user_item_adjacency(train), persistent=False)
         self.infonce = InfoNCELoss(temperature, symmetric=False, in_batch=in_batch_negatives)
 
     def item_inputs(self) -> torch.Tensor:

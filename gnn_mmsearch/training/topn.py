@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data.mmrec import Interactions
 from ..evaluation.topn import evaluate_topn
 from ..models._recommender import RECOMMENDERS, Recommender
@@ -68,9 +69,14 @@ class NegativeSampler:
 
 
 class TopNTrainer:
+    """Trains ``model`` where its parameters are. Under ``torchrun`` every rank draws the same shuffle and negatives
+    (one seed) and keeps its share of each batch, DDP averages the gradients (so N processes follow the
+    single-process run with the same ``batch_size``), and rank 0 evaluates and decides when to stop."""
+
     def __init__(self, model: Recommender, data: Interactions, config: TopNTrainConfig, seed: int = 0,
                  ks=(5, 10, 20, 50), on_epoch_end: Callable[[dict], None] | None = None):
         self.model, self.data, self.config, self.ks = model, data, config, tuple(ks)
+        self.device = next(model.parameters()).device
         self.rng = np.random.default_rng(seed)
         self.sampler = NegativeSampler(data.train, self.rng)
         coo = data.train.tocoo()
@@ -79,47 +85,54 @@ class TopNTrainer:
         self.history: list[dict] = []
 
     def fit(self) -> list[dict]:
-        cfg = self.config
+        cfg, main = self.config, distributed.is_main()
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        step = distributed.data_parallel(self.model, self.model.loss)
         stopper, stop = EarlyStopping(self.model, cfg.patience), False
-        bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {RECOMMENDERS.name_of(self.model)}", unit="epoch", disable=None)
+        bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {RECOMMENDERS.name_of(self.model)}", unit="epoch",
+                   disable=None if main else True)
         for epoch in bar:
             t = time.perf_counter()
-            loss = self._train_epoch(opt)
+            loss = self._train_epoch(opt, step)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower train.lr")
             row = {"epoch": epoch, "train/loss": loss, "train/epoch_s": time.perf_counter() - t}
-            if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
+            if main and (epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs):
                 row.update({f"val/{k}": v for k, v in self.evaluate("valid").items()})
                 score = row[f"val/{cfg.monitor}"]
                 stop = stopper.step(score)
                 bar.set_postfix(loss=f"{loss:.4f}", **{cfg.monitor: f"{score:.4f}", "best": f"{stopper.best:.4f}"})
                 log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f), %.1f s", epoch, loss, cfg.monitor, score,
                          stopper.best, row["train/epoch_s"])
+                if stop:
+                    log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
             self.history.append(row)
             if self.on_epoch_end:
                 self.on_epoch_end(row)
-            if stop:
-                log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
+            if distributed.from_main(stop, self.device):
                 break
         stopper.restore()
         self.model.eval()
         return self.history
 
-    def _train_epoch(self, opt: torch.optim.Optimizer) -> float:
+    def _train_epoch(self, opt: torch.optim.Optimizer, step: Callable[..., torch.Tensor]) -> float:
+        """One pass over the training interactions; the mean loss over all of them (all ranks)."""
         self.model.train()
         order = self.rng.permutation(self.users.size)
-        total = 0.0
+        world, total = distributed.world_size(), torch.zeros((), device=self.device)
         for start in range(0, order.size, self.config.batch_size):
             idx = order[start:start + self.config.batch_size]
+            if idx.size < world:  # a last batch too small to give every rank an interaction
+                continue
             users = self.users[idx]
-            batch = [torch.from_numpy(a) for a in (users, self.items[idx], self.sampler(users))]
-            loss = self.model.loss(*batch)
+            batch = np.stack([users, self.items[idx], self.sampler(users)])[:, distributed.shard(idx.size)]
+            batch = torch.from_numpy(batch).to(self.device, non_blocking=True)  # one copy per batch
+            loss = step(*batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += loss.item() * idx.size
-        return total / order.size
+            total += loss.detach() * batch.size(1)
+        return distributed.all_reduce_sum(total).item() / order.size
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data.splits import EdgeSplit, remove_pairs
 from ..evaluation.retrieval import evaluate_copurchase
 from ..features import ProductFeatures
@@ -55,56 +56,73 @@ class Trainer:
     def __init__(self, model: MultimodalGraphEncoder, features: ProductFeatures, split: EdgeSplit,
                  query_holdout: torch.Tensor, config: TrainConfig, seed: int = 0,
                  on_epoch_end: Callable[[dict], None] | None = None):
-        self.model, self.features, self.split, self.config = model, features, split, config
-        self.align_pool = {m: (getattr(features, f"{m}_mask") & ~query_holdout).nonzero().flatten()
+        self.model, self.split, self.config = model, split, config
+        self.device = next(model.parameters()).device  # features, links and sampling follow the model
+        self.features = features.to(self.device)
+        holdout = query_holdout.to(self.device)
+        self.align_pool = {m: (getattr(self.features, f"{m}_mask") & ~holdout).nonzero().flatten()
                            for m in model.config.modalities}
         self.loss = InfoNCELoss(config.temperature)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(self.device).manual_seed(seed)  # the same draws on every DDP rank
         self.on_epoch_end = on_epoch_end
         self.history: list[dict] = []
 
     def embed(self, edge_index: torch.Tensor) -> torch.Tensor:
         f = self.features
-        return self.model(f.image, f.image_mask, f.text, f.text_mask, edge_index)
+        return self.model(f.image, f.image_mask, f.text, f.text_mask, edge_index.to(self.device))
 
     def fit(self) -> list[dict]:
-        cfg, split = self.config, self.split
+        """Train; under ``torchrun`` each rank takes its share of every batch's target links and alignment
+        products (the negatives are shared), DDP averages the gradients, and rank 0 validates and decides when to
+        stop."""
+        cfg, split, device = self.config, self.split, self.device
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        train_graph = split.message_passing("train")
-        stopper = EarlyStopping(self.model, cfg.patience)
-        bar = tqdm(range(1, cfg.max_epochs + 1), desc="train", unit="epoch", leave=False, disable=None)
+        step = distributed.data_parallel(self.model, self._step_loss, find_unused_parameters=True)
+        train_links, train_graph = split.train.to(device), split.message_passing("train").to(device)
+        stopper, world = EarlyStopping(self.model, cfg.patience), distributed.world_size()
+        bar = tqdm(range(1, cfg.max_epochs + 1), desc="train", unit="epoch", leave=False,
+                   disable=None if distributed.is_main() else True)
         for epoch in bar:
             self.model.train()
-            perm = split.train[:, torch.randperm(split.train.size(1), generator=self.generator)]
+            perm = train_links[:, torch.randperm(train_links.size(1), generator=self.generator, device=device)]
             n_sup = max(1, int(cfg.supervision_ratio * perm.size(1)))
             targets = perm[:, :n_sup]
             graph = remove_pairs(train_graph, targets, split.num_nodes)
-            losses = []
+            total, steps = torch.zeros((), device=device), 0
             for start in range(0, n_sup, cfg.batch_size):
                 batch = targets[:, start:start + cfg.batch_size]
-                z = self.embed(graph)
-                neg = torch.randint(0, split.num_nodes, (cfg.num_negatives,), generator=self.generator)
-                loss = self.loss(z[batch[0]], z[batch[1]], z[neg])
-                loss = loss + cfg.align_weight * self._alignment_loss(z)
+                if batch.size(1) < world:  # a last batch too small to give every rank a link
+                    continue
+                neg = torch.randint(0, split.num_nodes, (cfg.num_negatives,), generator=self.generator, device=device)
+                loss = step(graph, batch[:, distributed.shard(batch.size(1))], neg)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                losses.append(loss.item())
-            row = {"epoch": epoch, "train/loss": sum(losses) / len(losses), **self.validate()}
+                total, steps = total + loss.detach(), steps + 1
+            row = {"epoch": epoch, "train/loss": distributed.all_reduce_sum(total).item() / max(1, steps * world)}
+            stop = False
+            if distributed.is_main():
+                row.update(self.validate())
+                score = row[f"val/{cfg.monitor}"]
+                bar.set_postfix(loss=f"{row['train/loss']:.3f}", **{cfg.monitor: f"{score:.4f}"})
+                stop = stopper.step(score)
+                log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f)", epoch, row["train/loss"], cfg.monitor,
+                         score, stopper.best)
+                if stop:
+                    log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
             self.history.append(row)
             if self.on_epoch_end:
                 self.on_epoch_end(row)
-            score = row[f"val/{cfg.monitor}"]
-            bar.set_postfix(loss=f"{row['train/loss']:.3f}", **{cfg.monitor: f"{score:.4f}"})
-            stop = stopper.step(score)
-            log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f)", epoch, row["train/loss"], cfg.monitor, score,
-                     stopper.best)
-            if stop:
-                log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
+            if distributed.from_main(stop, device):
                 break
         stopper.restore()
         self.model.eval()
         return self.history
+
+    def _step_loss(self, graph: torch.Tensor, batch: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """One step's loss: InfoNCE of the ``batch`` links against in-batch and ``neg`` negatives, plus alignment."""
+        z = self.embed(graph)
+        return self.loss(z[batch[0]], z[batch[1]], z[neg]) + self.config.align_weight * self._alignment_loss(z)
 
     def _alignment_loss(self, z: torch.Tensor) -> torch.Tensor:
         """A product's own text / image, embedded by the query tower, must retrieve that product."""
@@ -112,7 +130,9 @@ class Trainer:
         for modality, pool in self.align_pool.items():
             if pool.numel() < 2:
                 continue
-            idx = pool[torch.randperm(pool.numel(), generator=self.generator)[: self.config.batch_size]]
+            order = torch.randperm(pool.numel(), generator=self.generator, device=self.device)
+            idx = pool[order[: self.config.batch_size]]
+            idx = idx[distributed.shard(idx.numel())]
             q = self.model.embed_query_features(**{modality: getattr(self.features, modality)[idx]})
             total = total + InfoNCELoss(self.config.temperature, symmetric=False)(q, z[idx])
         return total
@@ -120,5 +140,5 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        metrics = evaluate_copurchase(self.embed(self.split.message_passing("val")), self.split, "val", ks=(10, 20))
+        metrics = evaluate_copurchase(self.embed(self.split.message_passing("val")).cpu(), self.split, "val", ks=(10, 20))
         return {f"val/{k}": v for k, v in metrics.items()}
