@@ -19,6 +19,9 @@ machine is shared.
 
     python benchmarks/ann.py --sizes 1000000                       # every index -> results/ann_1000000.{json,md}
     python benchmarks/ann.py --sizes 10000000 --indexes faiss_pq lsh itq --pq-m 32
+
+Rows are merged into an existing ``ann_<N>.json`` (a row of the same index and parameters is replaced), each with
+the arguments and versions of the run that made it (``meta``).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import contextlib
 import ctypes
 import gc
 import itertools
+import json
 import logging
 import math
 import multiprocessing
@@ -245,6 +249,15 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def merge(path: Path, rows: list[dict], meta: dict) -> list[dict]:
+    """``rows`` (each tagged with this run's ``meta``) after the rows of ``path`` that they do not replace (same
+    index name and parameters), so runs of different indexes at one size add up to one table."""
+    rows = [{**row, "meta": meta} for row in rows]
+    new = {(r["name"], json.dumps(r["params"], sort_keys=True)) for r in rows}
+    old = json.loads(path.read_text())["results"] if path.exists() else []
+    return [r for r in old if (r["name"], json.dumps(r["params"], sort_keys=True)) not in new] + rows
+
+
 def short_params(row: dict) -> str:
     p = row["params"]
     if row["index"] == "hnsw":
@@ -301,9 +314,9 @@ def main() -> None:
             "torch": torch.__version__, "faiss": faiss.__version__,
             "hnswlib": getattr(hnswlib, "__version__", None), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     for n in args.sizes:
-        rows = run_size(n, args)
         out = args.out_dir / f"ann_{n}"
-        write_json(out.with_suffix(".json"), {"meta": meta, "results": rows})
+        rows = merge(out.with_suffix(".json"), run_size(n, args), meta)
+        write_json(out.with_suffix(".json"), {"results": rows})
         atomic_write(out.with_suffix(".md"), format_markdown(rows) + "\n")
         log.info("\n%s\n\nwrote %s.{json,md}", format_markdown(rows), out)
 
