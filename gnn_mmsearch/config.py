@@ -275,7 +275,6 @@ def validate(cfg: DictConfig) -> DictConfig:
 
 def _check_search(cfg: DictConfig) -> None:
     from .data import CATALOG_SOURCES
-    from .index import INDEXES
     from .layers import CONVS, FUSIONS
     from .ranking import RANKERS
     from .retrievers import RETRIEVERS
@@ -286,7 +285,9 @@ def _check_search(cfg: DictConfig) -> None:
         raise ValueError("data.source is missing (synthetic | directory | amazon | a registered source)")
     _prefixed("data", lambda: CATALOG_SOURCES.create(data.pop("source"), **data))  # runs the source's own checks
     index = dict(cfg.index)
-    _prefixed("index", lambda: INDEXES.check_kwargs(index.pop("kind", None), index))
+    dims = {"model.out_dim": cfg.model.out_dim, **({"relevance.out_dim": cfg.relevance.out_dim}
+                                                   if cfg.relevance.enabled else {})}
+    _prefixed("index", lambda: _check_index(index.pop("kind", None), index, dims))
     _prefixed("model", lambda: FUSIONS.check_kwargs(cfg.model.fusion, cfg.model.fusion_kwargs))
     _prefixed("model.gnn", lambda: CONVS.check_kwargs(cfg.model.gnn.conv, cfg.model.gnn.conv_kwargs))
     if cfg.ranking.ranker is not None:
@@ -294,6 +295,18 @@ def _check_search(cfg: DictConfig) -> None:
     for name, spec in cfg.eval.baselines.items():
         options = dict(spec)
         _prefixed(f"eval.baselines.{name}", lambda: RETRIEVERS.create(options.pop("name", None), **options))
+
+
+def _check_index(kind: str | None, options: dict, dims: dict[str, int]) -> None:
+    """Build an empty index of each vector size it will serve, which runs the index's own value checks (a message
+    naming ``dim=N`` names the config key instead)."""
+    from .index import INDEXES
+
+    for name, dim in dims.items():
+        try:
+            INDEXES.create(kind, dim=dim, **options)
+        except ValueError as err:
+            raise ValueError(str(err).replace(f"dim={dim}", f"{name}={dim}")) from None
 
 
 def _check_recommend(cfg: DictConfig) -> None:

@@ -44,6 +44,12 @@ def test_task_recommend_composes_the_topn_groups():
     (["+model.fusion_kwargs.heads=2"], "model: fusion 'attention' takes no option 'heads'"),
     (["model.gnn.conv=nope"], "model.gnn: unknown convolution 'nope'"),
     (["index=hnsw", "+index.efs=3"], "index: index 'hnsw' takes no option 'efs'"),
+    (["index=faiss", "index.nlist=0"], "index: nlist must be >= 1, got 0"),
+    (["index=faiss", "index.m=12"], "index: m=12 (PQ sub-vectors) must be a positive divisor of model.out_dim=128"),
+    (["index=faiss", "relevance.out_dim=100"], "index: m=16 (PQ sub-vectors) must be a positive divisor of "
+                                               "relevance.out_dim=100"),
+    (["index=faiss_flat", "index.method=lsh"], "index: unknown faiss method 'lsh'; choose from ivf_flat, ivf_pq"),
+    (["index=hashing", "index.bits=200"], "index: ITQ codes are at most model.out_dim=128 bits"),
     (["ranking=lambdamart", "+ranking.ranker_kwargs.trees=5"], "ranking: ranker 'lambdamart' takes no option 'trees'"),
     (["ranking.mmr_lambda=2"], "ranking.mmr_lambda must be in [0, 1], got 2.0"),
     (["relevance.train.lr=0"], "relevance.train.lr must be > 0, got 0"),

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -18,8 +19,10 @@ CONFIGS = {
     "hnsw": ("hnsw", {"M": 16, "ef_construction": 100, "ef": 32, "num_threads": 1}),
     "lsh": ("hashing", {"method": "lsh", "bits": 256, "rerank": 50}),  # 32 B/vector vs 256 B float32: 8x
     "itq": ("hashing", {"method": "itq", "bits": 64, "rerank": 50}),  # 8 B/vector: 32x
+    "ivf_flat": ("faiss", {"method": "ivf_flat", "nlist": 32, "nprobe": 8}),
+    "ivf_pq": ("faiss", {"method": "ivf_pq", "nlist": 32, "nprobe": 8, "m": 16, "rescore": 50}),  # 16 B/vector
 }
-MIN_RECALL = {"exact": 1.0, "hnsw": 0.95, "lsh": 0.9, "itq": 0.9}
+MIN_RECALL = {"exact": 1.0, "hnsw": 0.95, "lsh": 0.9, "itq": 0.9, "ivf_flat": 0.95, "ivf_pq": 0.95}
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,9 +75,9 @@ def matches(attrs: dict, f: Filter) -> bool:
 
 
 def test_registry():
-    assert {"exact", "hnsw", "hashing"} <= set(INDEXES.names())
-    with pytest.raises(ValueError, match="unknown index 'faiss'"):
-        create_index("faiss", dim=4)
+    assert {"exact", "hnsw", "hashing", "faiss"} <= set(INDEXES.names())
+    with pytest.raises(ValueError, match="unknown index 'annoy'"):
+        create_index("annoy", dim=4)
     with pytest.raises(ValueError, match="index 'hnsw' takes no option 'efs'"):
         create_index("hnsw", dim=4, efs=3)
 
@@ -340,3 +343,107 @@ def test_kill_during_save_keeps_previous_index(tmp_path):
     index.add(rng.standard_normal((5, 16)), [f"c{i}" for i in range(5)])
     index.save(path)  # the stale temporary sibling does not get in the way
     assert len(load_index(path)) == 105
+
+
+def test_faiss_rescoring_recovers_what_pq_codes_lose(data, exact):
+    """4-byte PQ codes rank poorly on their own; re-scoring a deeper shortlist from the mapped vectors restores the
+    exact order and exact scores."""
+    x, ids, _, queries = data
+    truth = exact.search(queries, K)
+    codes_only = build("ivf_pq", data, m=4, nprobe=32, rescore=0)
+    assert recall(codes_only.search(queries, K), truth) < 0.8
+    codes_only.rescore = 2 * N  # every item of every probed list (nprobe = nlist): exact search
+    res = codes_only.search(queries, K)
+    assert res.ids == truth.ids and all(np.allclose(a, b, atol=1e-5) for a, b in zip(res.scores, truth.scores))
+    flat = build("ivf_flat", data, nprobe=32)
+    assert flat.search(queries, K).ids == truth.ids
+
+
+def test_faiss_memory(data):
+    index = build("ivf_pq", data)
+    ivf = index._ivf
+    assert ivf.code_size == 16 and ivf.ntotal == N
+    assert index.nbytes == N * (16 + 8) + 32 * DIM * 4 + DIM * 256 * 4  # codes + ids, centroids, PQ codebooks
+    assert index.mapped_bytes == N * DIM * 4 and isinstance(index._rows.array, np.memmap)
+    assert build("ivf_flat", data).nbytes == N * (DIM * 4 + 8) + 32 * DIM * 4
+
+
+@pytest.mark.parametrize("name", ["ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("f", FILTERS[:6], ids=str)
+def test_faiss_filter_inside_list_scan(name, f, data, exact):
+    """With the exact fallback off, the IDSelector scan (nprobe raised by the selectivity) returns k matches."""
+    _, ids, attrs, queries = data
+    index = build(name, data, exact_below=0)
+    allowed = {i for i, a in zip(ids, attrs) if matches(a, f)}
+    res = index.search(queries, K, filter=f)
+    assert all(set(r) <= allowed and len(r) == K for r in res.ids)
+    assert recall(res, exact.search(queries, K, filter=f)) >= 0.95
+
+
+def test_faiss_trains_on_few_vectors_with_clamped_sizes(data, tmp_path, caplog):
+    x, ids, _, _ = data
+    index = create_index("faiss", dim=DIM, nlist=64, m=8)
+    with caplog.at_level("WARNING", logger="gnn_mmsearch.index.faiss_ivf"):
+        index.add(x[:100], ids[:100])
+    assert "trained on 100 vectors only: nlist 64 -> 2, nbits 8 -> 6" in caplog.text
+    assert (index.nlist, index.nbits, index._ivf.nlist, index._ivf.pq.nbits) == (2, 6, 2, 6)
+    assert index.search(x[:5], 1).ids == [[i] for i in ids[:5]]
+    index.save(tmp_path / "small.bin")
+    loaded = load_index(tmp_path / "small.bin")
+    assert (loaded.nlist, loaded.nbits) == (2, 6) and loaded.search(x[:5], 1).ids == [[i] for i in ids[:5]]
+
+
+def test_faiss_explicit_training(data, exact):
+    x, ids, _, queries = data
+    index = create_index("faiss", dim=DIM, method="ivf_flat", nlist=16, nprobe=16)
+    index.train(x)
+    assert index.trained and len(index) == 0
+    for s in range(0, N, 500):  # later batches go into the lists trained on all of x
+        index.add(x[s:s + 500], ids[s:s + 500])
+    assert index.nlist == 16 and index.search(queries, K).ids == exact.search(queries, K).ids
+    with pytest.raises(RuntimeError, match="before items are added"):
+        index.train(x)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "hnsw"}, "unknown faiss method 'hnsw'; choose from ivf_flat, ivf_pq"),
+    ({"nlist": 0}, "nlist must be >= 1, got 0"),
+    ({"nprobe": 0}, "nprobe must be >= 1, got 0"),
+    ({"m": 7}, f"m=7 (PQ sub-vectors) must be a positive divisor of dim={DIM}"),
+    ({"nbits": 17}, "nbits must be in [1, 16], got 17"),
+    ({"rescore": -1}, "rescore must be >= 0, got -1"),
+    ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda[:N]', got 'tpu'"),
+])
+def test_faiss_bad_options(options, message):
+    with pytest.raises(ValueError) as err:
+        create_index("faiss", dim=DIM, **options)
+    assert str(err.value) == message
+    create_index("faiss", dim=DIM, method="ivf_flat", m=7)  # PQ options do not constrain IVF-Flat
+
+
+def test_faiss_cuda_without_gpu_support_searches_on_the_cpu(data, caplog):
+    from gnn_mmsearch.index.faiss_ivf import gpu_available
+
+    if gpu_available():
+        pytest.skip("this FAISS build has a GPU: the fallback does not apply")
+    _, _, _, queries = data
+    cpu = build("ivf_pq", data)
+    with caplog.at_level("WARNING", logger="gnn_mmsearch.index.faiss_ivf"):
+        cuda = build("ivf_pq", data, device="cuda")
+        res = cuda.search(queries, K)
+    assert "no GPU support" in caplog.text and cuda.device == "cpu"
+    assert res.ids == cpu.search(queries, K).ids
+
+
+def test_search_job_serves_from_a_faiss_index(env, tmp_path):
+    from conftest import SMALL_RUN, run_cli
+
+    from gnn_mmsearch.search import Searcher
+
+    out = tmp_path / "run"
+    run_cli(out, *SMALL_RUN, "train.max_epochs=2", "index=faiss", "logger=none", "eval.examples=[]")
+    index = load_index(out / "index")
+    assert index.kind == "faiss" and index.method == "ivf_pq" and index.nlist == 200 // 39  # clamped: 200 products
+    assert json.loads((out / "metrics.json").read_text())["index/recall@10"] >= 0.95
+    hits = Searcher.from_run(out).search(text="wireless mouse", k=5)
+    assert len(hits) == 5

@@ -1,4 +1,5 @@
-"""Vector indexes for retrieval: ``exact`` (ground truth), ``hnsw`` (graph ANN) and ``hashing`` (binary codes).
+"""Vector indexes for retrieval: ``exact`` (ground truth), ``hnsw`` (graph ANN), ``hashing`` (binary codes) and
+``faiss`` (inverted lists: IVF-Flat, IVF-PQ with exact re-scoring; for millions of vectors).
 
     index = create_index("hnsw", dim=128, M=16, ef_construction=200, ef=64)
     index.add(vectors, ids, attributes)
@@ -9,6 +10,7 @@ A new kind: subclass ``VectorIndex`` and decorate it with ``@INDEXES.register("n
 """
 from .base import INDEXES, SearchResult, VectorIndex, create_index, load_index
 from .exact import ExactIndex
+from .faiss_ivf import FaissIVFIndex
 from .filters import Filter
 from .hashing import HashingIndex
 from .hnsw import HNSWIndex
@@ -16,6 +18,7 @@ from .hnsw import HNSWIndex
 __all__ = [
     "INDEXES",
     "ExactIndex",
+    "FaissIVFIndex",
     "Filter",
     "HNSWIndex",
     "HashingIndex",
