@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .device import PRECISIONS, resolve_device
 from .training.relevance import RelevanceTrainConfig
 from .training.topn import TopNTrainConfig
-from .training.trainer import TrainConfig
+from .training.trainer import TrainConfig, check_fan_out
 
 LOGGERS = ("wandb", "none")
 PERSONALIZE = ("mean", "recency", "attention")
@@ -290,6 +290,7 @@ def _check_search(cfg: DictConfig) -> None:
     _prefixed("index", lambda: _check_index(index.pop("kind", None), index, dims))
     _prefixed("model", lambda: FUSIONS.check_kwargs(cfg.model.fusion, cfg.model.fusion_kwargs))
     _prefixed("model.gnn", lambda: CONVS.check_kwargs(cfg.model.gnn.conv, cfg.model.gnn.conv_kwargs))
+    check_fan_out(TrainConfig(**cfg.train), cfg.model.gnn.layers)
     if cfg.ranking.ranker is not None:
         _prefixed("ranking", lambda: RANKERS.check_kwargs(cfg.ranking.ranker, cfg.ranking.ranker_kwargs))
     for name, spec in cfg.eval.baselines.items():

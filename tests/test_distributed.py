@@ -66,11 +66,13 @@ def test_two_processes_train_the_recommender_like_one(env, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_graph_encoder_like_one(env, tmp_path):
+@pytest.mark.parametrize("batching", ["full", "neighbor"])
+def test_two_processes_train_the_graph_encoder_like_one(env, tmp_path, batching):
     """Each rank takes half of every batch's target links (its in-batch negatives are its half's) and half of the
-    alignment products; the validation metric the epoch is chosen on stays within noise."""
+    alignment products (with neighbour sampling, each rank samples its own subgraph around its half); the
+    validation metric the epoch is chosen on stays within noise."""
     options = ["data.num_products=200", "data.num_users=30", "data.image_size=48", "train.max_epochs=8",
-               "train.patience=100", "relevance.enabled=false", "eval.examples=[]"]
+               "train.patience=100", "relevance.enabled=false", "eval.examples=[]", f"train.batching={batching}"]
     one = torchrun(1, tmp_path / "one", *options)
     two = torchrun(2, tmp_path / "two", *options)
     for key in ("val/recall@10", "graph_space/copurchase/recall@10"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from gnn_mmsearch.data import SyntheticConfig, generate, split_edges, split_prod
 from gnn_mmsearch.features import ProductFeatures
 from gnn_mmsearch.models import EncoderConfig, MultimodalGraphEncoder
 from gnn_mmsearch.training import TrainConfig, Trainer
+from gnn_mmsearch.training.sampling import NeighborSampler
 
 IMAGE_DIM, TEXT_DIM = 24, 16
 
@@ -122,3 +124,68 @@ def test_alignment_pool_skips_products_without_the_modality_and_held_out_product
         mask = getattr(features, f"{modality}_mask")
         assert mask[pool].all() and not holdout[pool].any()
         assert pool.numel() == int((mask & ~holdout).sum())
+
+
+def test_neighbor_batching_trains_and_improves_validation(catalog, features):
+    trainer, history = _fit(catalog, features, batching="neighbor", num_neighbors=[5, 5], max_epochs=8)
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    torch.manual_seed(0)
+    untrained = Trainer(MultimodalGraphEncoder(EncoderConfig(image_dim=IMAGE_DIM, text_dim=TEXT_DIM, hidden_dim=32,
+                                                             out_dim=16)),
+                        features, trainer.split, split_products(len(catalog), 0.1, 0), trainer.config)
+    assert max(r["val/recall@10"] for r in history) > untrained.validate()["val/recall@10"] + 0.05
+
+
+def test_neighbor_batching_propagates_only_the_sampled_subgraph(catalog, features, monkeypatch):
+    """Each step embeds a subgraph: fewer products than the catalog, edges from the epoch's training graph only
+    (no val/test link, no target link of the epoch), and every endpoint of the step's links inside it."""
+    seen = []
+    original = NeighborSampler.sample
+
+    def sample(self, seeds, generator=None):
+        nodes, edge_index = original(self, seeds, generator)
+        seen.append((self.edge_index, seeds, nodes, edge_index))
+        return nodes, edge_index
+
+    monkeypatch.setattr(NeighborSampler, "sample", sample)
+    trainer, _ = _fit(catalog, features, batching="neighbor", num_neighbors=[2, 1], max_epochs=2, batch_size=8,
+                      num_negatives=4)
+    split = trainer.split
+    held_out = {tuple(sorted(p)) for p in torch.cat([split.val, split.test], 1).t().tolist()}
+    train_graph = {tuple(p) for p in split.message_passing("train").t().tolist()}
+    assert seen
+    for graph, seeds, nodes, edge_index in seen:
+        epoch_graph = {tuple(p) for p in graph.t().tolist()}
+        targets = {tuple(sorted(p)) for p in train_graph - epoch_graph}
+        assert targets, "the epoch's target links are removed from its graph"
+        links = {tuple(sorted(p)) for p in nodes[edge_index].t().tolist()}
+        assert links <= {tuple(sorted(p)) for p in epoch_graph}
+        assert not links & held_out and not links & targets
+        assert torch.isin(seeds, nodes).all() and nodes.numel() < len(catalog)
+
+
+def test_neighbor_sampler_fan_out():
+    # a star: 0 is linked to 1..6, 6 to 7; undirected
+    pairs = torch.tensor([[0, 0, 0, 0, 0, 0, 6], [1, 2, 3, 4, 5, 6, 7]])
+    edge_index = torch.cat([pairs, pairs.flip(0)], 1)
+    sampler = NeighborSampler(edge_index, 9, [2])
+    nodes, sub = sampler.sample(torch.tensor([0]), torch.Generator().manual_seed(0))
+    assert nodes.numel() == 3 and nodes[0] == 0 and set(nodes.tolist()) <= set(range(7))
+    assert sub.size(1) == 4 and (sub[0] != sub[1]).all()  # the two sampled links, both directions
+    nodes, sub = NeighborSampler(edge_index, 9, [-1, -1]).sample(torch.tensor([1]))
+    assert nodes.tolist() == list(range(7)) and sub.size(1) == 12  # 2 hops from 1: not 7; 8 is isolated
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batching": "mini"}, "train.batching must be full|neighbor, got 'mini'"),
+    ({"num_neighbors": [10, 0]}, "train.num_neighbors must be fan-outs >= 1 (or -1: all), got [10, 0]"),
+])
+def test_bad_batching_config(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**kwargs)
+
+
+def test_neighbor_batching_needs_one_fan_out_per_layer(catalog, features):
+    with pytest.raises(ValueError, match=re.escape("train.num_neighbors needs one fan-out per GNN layer "
+                                                   "(model.gnn.layers=2), got [10]")):
+        _fit(catalog, features, batching="neighbor", num_neighbors=[10])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -16,6 +16,7 @@ from ..losses import InfoNCELoss
 from ..models.encoder import MultimodalGraphEncoder
 from ._checks import check_positive
 from ._early_stopping import EarlyStopping
+from .sampling import NeighborSampler
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class TrainConfig:
     supervision_ratio: float = 0.3  # share of train links used as targets each epoch, hidden from message passing
     patience: int = 20
     monitor: str = "recall@10"  # val/<monitor> picks the epoch kept: recall|precision|ndcg|mrr @ 10|20
+    batching: str = "full"  # full: propagate the whole graph each step | neighbor: a sampled subgraph per step
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])  # neighbor: fan-out per GNN layer (-1: all)
 
     def __post_init__(self):
         check_positive(self, "max_epochs", "batch_size", "temperature", "num_negatives", "patience")
@@ -43,14 +46,27 @@ class TrainConfig:
         metric, _, k = self.monitor.partition("@")
         if metric not in ("recall", "precision", "ndcg", "mrr") or k not in ("10", "20"):
             raise ValueError(f"train.monitor must be recall|precision|ndcg|mrr@10|20, got {self.monitor!r}")
+        if self.batching not in ("full", "neighbor"):
+            raise ValueError(f"train.batching must be full|neighbor, got {self.batching!r}")
+        if any(k == 0 or k < -1 for k in self.num_neighbors):
+            raise ValueError(f"train.num_neighbors must be fan-outs >= 1 (or -1: all), got {list(self.num_neighbors)}")
+
+
+def check_fan_out(config: TrainConfig, gnn_layers: int) -> None:
+    """Neighbour sampling needs one fan-out per GNN layer (one-line ``ValueError`` otherwise)."""
+    if config.batching == "neighbor" and len(config.num_neighbors) != gnn_layers:
+        raise ValueError(f"train.num_neighbors needs one fan-out per GNN layer (model.gnn.layers={gnn_layers}), "
+                         f"got {list(config.num_neighbors)}")
 
 
 class Trainer:
-    """Full-batch trainer for catalogs that fit in memory (the whole graph is propagated each step).
+    """Trainer of the graph encoder: full-batch (``batching="full"``: the whole graph is propagated each step) or
+    mini-batch (``"neighbor"``: each step propagates only the subgraph sampled around the step's link endpoints,
+    negatives and alignment products, ``num_neighbors`` per hop). Validation propagates the whole graph.
 
     Each epoch a fresh ``supervision_ratio`` of the train links becomes the target set and is removed from the
     message-passing graph (PyG's ``disjoint_train_ratio`` idea, resampled per epoch), so the encoder cannot
-    read a target link off its own input.
+    read a target link off its own input; val/test links are never in it.
     """
 
     def __init__(self, model: MultimodalGraphEncoder, features: ProductFeatures, split: EdgeSplit,
@@ -63,13 +79,19 @@ class Trainer:
         self.align_pool = {m: (getattr(self.features, f"{m}_mask") & ~holdout).nonzero().flatten()
                            for m in model.config.modalities}
         self.loss = InfoNCELoss(config.temperature)
+        check_fan_out(config, model.config.gnn_layers)
         self.generator = torch.Generator(self.device).manual_seed(seed)  # the same draws on every DDP rank
+        # neighbour sampling draws depend on each rank's own links: a generator per rank, apart from the shared one
+        self.sample_generator = torch.Generator(self.device).manual_seed(seed + 1_000_003 * distributed.rank())
         self.on_epoch_end = on_epoch_end
         self.history: list[dict] = []
 
-    def embed(self, edge_index: torch.Tensor) -> torch.Tensor:
+    def embed(self, edge_index: torch.Tensor, nodes: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of all products, or of ``nodes`` only with ``edge_index`` over their positions (a subgraph)."""
         f = self.features
-        return self.model(f.image, f.image_mask, f.text, f.text_mask, edge_index.to(self.device))
+        if nodes is None:
+            return self.model(f.image, f.image_mask, f.text, f.text_mask, edge_index.to(self.device))
+        return self.model(f.image[nodes], f.image_mask[nodes], f.text[nodes], f.text_mask[nodes], edge_index)
 
     def fit(self) -> list[dict]:
         """Train; under ``torchrun`` each rank takes its share of every batch's target links and alignment
@@ -88,6 +110,8 @@ class Trainer:
             n_sup = max(1, int(cfg.supervision_ratio * perm.size(1)))
             targets = perm[:, :n_sup]
             graph = remove_pairs(train_graph, targets, split.num_nodes)
+            if cfg.batching == "neighbor":
+                graph = NeighborSampler(graph, split.num_nodes, cfg.num_neighbors)
             total, steps = torch.zeros((), device=device), 0
             for start in range(0, n_sup, cfg.batch_size):
                 batch = targets[:, start:start + cfg.batch_size]
@@ -119,23 +143,32 @@ class Trainer:
         self.model.eval()
         return self.history
 
-    def _step_loss(self, graph: torch.Tensor, batch: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """One step's loss: InfoNCE of the ``batch`` links against in-batch and ``neg`` negatives, plus alignment."""
-        z = self.embed(graph)
-        return self.loss(z[batch[0]], z[batch[1]], z[neg]) + self.config.align_weight * self._alignment_loss(z)
+    def _step_loss(self, graph: torch.Tensor | NeighborSampler, batch: torch.Tensor, neg: torch.Tensor
+                   ) -> torch.Tensor:
+        """One step's loss: InfoNCE of the ``batch`` links against in-batch and ``neg`` negatives, plus alignment.
+        ``graph`` is the edge index to propagate over, or a sampler of the subgraph around the step's products."""
+        align = self._alignment_products()
+        if isinstance(graph, NeighborSampler):
+            nodes, sub = graph.sample(torch.cat([batch.flatten(), neg, *align.values()]), self.sample_generator)
+            z, row = self.embed(sub, nodes), lambda ids: torch.searchsorted(nodes, ids)
+        else:
+            z, row = self.embed(graph), lambda ids: ids
+        alignment = z.new_zeros(())
+        for modality, idx in align.items():  # a product's own text / image, by the query tower, retrieves it
+            q = self.model.embed_query_features(**{modality: getattr(self.features, modality)[idx]})
+            alignment = alignment + InfoNCELoss(self.config.temperature, symmetric=False)(q, z[row(idx)])
+        return self.loss(z[row(batch[0])], z[row(batch[1])], z[row(neg)]) + self.config.align_weight * alignment
 
-    def _alignment_loss(self, z: torch.Tensor) -> torch.Tensor:
-        """A product's own text / image, embedded by the query tower, must retrieve that product."""
-        total = z.new_zeros(())
+    def _alignment_products(self) -> dict[str, torch.Tensor]:
+        """This rank's share of a random batch of products per query modality (those having it, not held out)."""
+        products = {}
         for modality, pool in self.align_pool.items():
             if pool.numel() < 2:
                 continue
             order = torch.randperm(pool.numel(), generator=self.generator, device=self.device)
             idx = pool[order[: self.config.batch_size]]
-            idx = idx[distributed.shard(idx.numel())]
-            q = self.model.embed_query_features(**{modality: getattr(self.features, modality)[idx]})
-            total = total + InfoNCELoss(self.config.temperature, symmetric=False)(q, z[idx])
-        return total
+            products[modality] = idx[distributed.shard(idx.numel())]
+        return products
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
