@@ -8,7 +8,7 @@ from torch_geometric.metrics import (LinkPredMAP, LinkPredMetricCollection, Link
                                      LinkPredPrecision, LinkPredRecall)
 
 from ..data.splits import EdgeSplit
-from ..retrievers.copurchase import CopurchaseGraph, CopurchaseWeights, ProductScores
+from ..retrievers.copurchase import CopurchaseGraph, ProductScores
 
 _METRICS = {"recall": LinkPredRecall, "precision": LinkPredPrecision, "ndcg": LinkPredNDCG, "mrr": LinkPredMRR,
             "map": LinkPredMAP}
@@ -63,17 +63,21 @@ def evaluate_copurchase(scores: torch.Tensor | ProductScores, split: EdgeSplit, 
     held = {"val": split.val, "test": split.test}[stage]
     pairs = torch.cat([held, held.flip(0)], dim=1)
     sources, rows = pairs[0].unique(return_inverse=True)
-    known = torch.cat([split.train, split.message_passing(stage)] + ([split.val] if stage == "test" else []), dim=1)
+    visible = split.message_passing(stage)
+    known = torch.cat([split.train, visible] + ([split.val] if stage == "test" else []), dim=1)
     known = torch.cat([known, known.flip(0), torch.stack([sources, sources])], dim=1)
     row_of = torch.full((split.num_nodes,), -1, dtype=torch.long)
     row_of[sources] = torch.arange(sources.numel())
     known = known[:, row_of[known[0]] >= 0]
     exclude = torch.stack([row_of[known[0]], known[1]])
-    if isinstance(scores, torch.Tensor):
-        scores = CopurchaseWeights().scores(scores)
-    graph = CopurchaseGraph(split.message_passing(stage), split.num_nodes)
+    if isinstance(scores, torch.Tensor):  # embeddings: no graph signal to build (the trainer validates every epoch)
+        emb = scores
+        score = lambda r: emb[sources[r]] @ emb.t()  # noqa: E731
+    else:
+        graph = CopurchaseGraph(visible, split.num_nodes)
+        score = lambda r: scores(sources[r], graph)  # noqa: E731
     metrics = RetrievalMetrics(ks)
-    ranked = top_k_scores(lambda r: scores(sources[r], graph), sources.numel(), max(ks), exclude)
+    ranked = top_k_scores(score, sources.numel(), max(ks), exclude)
     metrics.update(ranked, torch.stack([rows, pairs[1]]))
     return metrics.compute()
 
