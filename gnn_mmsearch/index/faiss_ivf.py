@@ -27,8 +27,10 @@ import logging
 import math
 from pathlib import Path
 
-import faiss
-import numpy as np
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it announces which CPU build it loaded, at INFO
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 from . import _io
 from .base import INDEXES, VectorIndex, topk
