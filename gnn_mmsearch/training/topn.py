@@ -118,6 +118,7 @@ class TopNTrainer:
     def _train_epoch(self, opt: torch.optim.Optimizer, step: Callable[..., torch.Tensor]) -> float:
         """One pass over the training interactions; the mean loss over all of them (all ranks)."""
         self.model.train()
+        self.model.resample(self.rng)
         order = self.rng.permutation(self.users.size)
         world, total = distributed.world_size(), torch.zeros((), device=self.device)
         for start in range(0, order.size, self.config.batch_size):
