@@ -216,3 +216,21 @@ def test_per_user_topn_matches_the_mean_metrics():
     for name in ("recall@3", "recall@10", "ndcg@3", "ndcg@10"):
         assert each[name].mean() == pytest.approx(mean[name], abs=1e-6)
     assert each["recall@10"].max() > 0
+
+
+def test_mmgraph_item_bias_is_added_to_the_cosine_logits(tmp_path):
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    model = create_recommender("mmgraph", data.train, layers=1, temperature=0.5, item_bias=True)
+    with torch.no_grad():
+        model.item_bias[3] = 4.0
+    users, items = model()
+    plain = create_recommender("mmgraph", data.train, layers=1, temperature=0.5)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "item_bias"})
+    base_users, base_items = plain()
+    scores = model.scorer()(torch.arange(3))
+    expected = base_users[:3] @ base_items.t()
+    expected[:, 3] += 0.5 * 4.0  # cos + t * b, i.e. logits cos / t + b scaled by t
+    assert torch.allclose(scores, expected, atol=1e-5) and users.shape[1] == items.shape[1] == 65
+    loss = model.loss(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3]))
+    loss.backward()
+    assert model.item_bias.grad[[0, 1, 2, 3]].abs().min() > 0  # positives and negatives both move the bias

@@ -5,7 +5,9 @@ when the dataset has them; users from an ID embedding. Both are propagated over 
 with LightGCN propagation (layer outputs averaged), L2-normalised, and trained with the InfoNCE loss of the
 product encoder at temperature ``temperature``: each user's positive item against the batch's sampled negatives
 (uniform over items the user has not interacted with) and, with ``in_batch_negatives``, the batch's other
-positives. Scores are cosine similarities. With no item features it is ID-only.
+positives. Scores are cosine similarities, plus (``item_bias``) a learned per-item bias on the logits: unit-norm
+embeddings cannot store an item's popularity in their length as LightGCN's do, and the bias gives it back
+(Baby valid Recall@20 0.080 -> 0.086). With no item features it is ID-only.
 """
 from __future__ import annotations
 
@@ -24,11 +26,10 @@ from ._recommender import RECOMMENDERS, Recommender, user_item_adjacency
 class MultimodalGraphRecommender(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
                  embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2,
-                 in_batch_negatives: bool = False, fusion: str = "weighted", cl_weight: float = 0.0,
-                 noise_eps: float = 0.1, cl_temperature: float = 0.2, cl_layer: int = 1, reg_weight: float = 0.0):
+                 in_batch_negatives: bool = False, fusion: str = "weighted", item_bias: bool = False):
         super().__init__(train)
-        self.cl_weight, self.noise_eps, self.cl_layer, self.reg_weight = cl_weight, noise_eps, cl_layer, reg_weight
-        self.cl = InfoNCELoss(cl_temperature, symmetric=False, in_batch=True)
+        self.temperature = temperature
+        self.item_bias = nn.Parameter(torch.zeros(self.num_items)) if item_bias else None
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, embedding_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, embedding_dim)))
         features = item_features or {}
@@ -56,27 +57,12 @@ class MultimodalGraphRecommender(Recommender):
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.propagate(torch.cat([self.user_emb, self.item_inputs()]), self.adjacency)
         x = F.normalize(x, dim=1)
-        return x[: self.num_users], x[self.num_users:]
-
-    def _noisy(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([self.user_emb, self.item_inputs()])
-        outs = [x]
-        for conv in self.propagate.convs:
-            h = conv(outs[-1], self.adjacency)
-            outs.append(h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * self.noise_eps)
-        return F.normalize(torch.stack(outs).mean(0), dim=1), F.normalize(outs[self.cl_layer], dim=1)
+        users, items = x[: self.num_users], x[self.num_users:]
+        if self.item_bias is not None:  # u.i / t + b_i as one inner product: [u, 1] . [i, t * b_i]
+            users = torch.cat([users, torch.ones_like(users[:, :1])], 1)
+            items = torch.cat([items, self.temperature * self.item_bias[:, None]], 1)
+        return users, items
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        if not self.cl_weight:
-            user_all, item_all = self()
-            loss = self.infonce(user_all[users], item_all[pos], item_all[neg])
-        else:
-            x, view = self._noisy()
-            n = self.num_users
-            loss = self.infonce(x[users], x[n + pos], x[n + neg])
-            u, i = users.unique(), pos.unique() + n
-            loss = loss + self.cl_weight * (self.cl(x[u], view[u]) + self.cl(x[i], view[i]))
-        if self.reg_weight:
-            loss = loss + self.reg_weight * (self.user_emb[users].pow(2).sum() + self.item_emb[pos].pow(2).sum()
-                                             + self.item_emb[neg].pow(2).sum()) / users.numel()
-        return loss
+        user_all, item_all = self()
+        return self.infonce(user_all[users], item_all[pos], item_all[neg])
