@@ -116,7 +116,7 @@ class LGMRec(Recommender):
 
     def contrast(self, anchor: torch.Tensor, candidates: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """``-sum log softmax``: each anchor's own row of ``candidates`` among all of them (cosine / temperature)."""
-        logits = F.normalize(anchor) @ F.normalize(candidates).t() / self.temperature
+        logits = (F.normalize(anchor) / self.temperature) @ F.normalize(candidates).t()  # scale the small side
         return F.cross_entropy(logits, ids, reduction="sum")
 
 
