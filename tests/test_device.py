@@ -59,12 +59,12 @@ def test_autocast_contexts():
         autocast(torch.device("cpu"), "fp64")
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph"])
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph", "freedom", "lgmrec"])
 def test_recommenders_move_every_tensor_with_to(name):
     """The graph adjacency and item features are buffers: ``.to(device)`` takes them along (here to the meta
     device, which stands in for a GPU), and the saved state leaves them out."""
     train = sp.csr_matrix(np.eye(6, 5, dtype=np.float32))
-    features = {"image": np.ones((5, 3), np.float32)} if name == "mmgraph" else None
+    features = {"image": np.ones((5, 3), np.float32)} if name not in ("bpr", "lightgcn") else None
     model = create_recommender(name, train, features).to("meta")
     assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
     assert set(model.state_dict()) == {n for n, _ in model.named_parameters()}

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import distributed
 from .._atomic import atomic_file
 from .._registry import import_modules
+from ..config import ConfigError
 from ..data.mmrec import Interactions, load_inter
 from ..device import resolve_device
 from ..evaluation import format_metrics
@@ -31,10 +32,12 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     """Run the top-N job on a validated config; writes ``run`` and returns the flat metrics."""
     timings, t0 = {}, time.perf_counter()
     seed_everything(cfg.seed)
-    data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
-    timings["data_s"] = time.perf_counter() - t0
-
-    model = build_recommender(cfg.recommender, data).to(resolve_device(cfg.device))
+    try:  # a malformed .inter file, or a recommender that cannot use this data (e.g. it has no item features)
+        data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
+        timings["data_s"] = time.perf_counter() - t0
+        model = build_recommender(cfg.recommender, data).to(resolve_device(cfg.device))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     trainer = TopNTrainer(model, data, TopNTrainConfig(**cfg.train), cfg.seed, tuple(cfg.eval.ks),
                           on_epoch_end=tracker.log_epoch)
     t = time.perf_counter()

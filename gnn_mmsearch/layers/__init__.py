@@ -1,5 +1,5 @@
 from .fusion import FUSIONS, AttentionFusion, ConcatFusion, WeightedFusion
-from .graph import CONVS, GraphPropagation, normalized_adjacency
+from .graph import CONVS, GraphPropagation, csr_tensor, knn_graph, normalized_adjacency, spmm
 
 __all__ = ["FUSIONS", "AttentionFusion", "ConcatFusion", "WeightedFusion", "CONVS", "GraphPropagation",
-           "normalized_adjacency"]
+           "csr_tensor", "knn_graph", "normalized_adjacency", "spmm"]

@@ -5,12 +5,18 @@ Convolutions come from the :data:`CONVS` registry (``model.gnn.conv``, options `
 (He et al., LightGCN, 2020); ``gcn`` / ``sage`` / ``gat`` are PyG's ``GCNConv`` / ``SAGEConv`` / ``GATConv``. A
 convolution with parameters is followed by LayerNorm, ReLU and dropout. Averaging the outputs of every depth (as LightGCN and
 jumping-knowledge networks do) keeps each product's own content in its embedding.
+
+Also the graph helpers the recommenders share: :func:`normalized_adjacency`, :func:`csr_tensor`, :func:`spmm`
+(a sparse product with a precomputed transpose for the backward pass) and :func:`knn_graph` (cosine kNN).
 """
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
+import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, LGConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
@@ -18,18 +24,23 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from .._registry import Registry
 
 
-class _SymmetricSpMM(torch.autograd.Function):
-    """``A @ x`` for a symmetric sparse ``A``: the backward pass multiplies by ``A`` again instead of
-    transposing it (the transpose dominates the cost of autograd's sparse product on CPU)."""
+class _SpMM(torch.autograd.Function):
+    """``A @ x`` for a sparse ``A`` whose transpose is given: the backward pass multiplies by it instead of
+    transposing ``A`` (the transpose dominates the cost of autograd's sparse product on CPU)."""
 
     @staticmethod
-    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.adj = adj
+    def forward(ctx, adj: torch.Tensor, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adj_t = adj_t
         return torch.sparse.mm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, torch.sparse.mm(ctx.adj, grad)
+        return None, None, torch.sparse.mm(ctx.adj_t, grad)
+
+
+def spmm(adj: torch.Tensor, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
+    """``adj @ x`` for a sparse ``adj`` with its transpose ``adj_t`` precomputed (default ``adj``: symmetric)."""
+    return _SpMM.apply(adj, adj if adj_t is None else adj_t, x)
 
 
 class SymmetricLGConv(LGConv):
@@ -39,7 +50,7 @@ class SymmetricLGConv(LGConv):
         super().__init__(normalize=False)
 
     def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return _SymmetricSpMM.apply(adj_t, x)
+        return spmm(adj_t, x)
 
 
 CONVS: Registry = Registry("convolution")  # name -> factory(dim, **conv_kwargs) -> a MessagePassing layer
@@ -97,3 +108,30 @@ def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tens
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is well tested on CPU
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_coo_tensor(edge_index, weight, (num_nodes, num_nodes)).coalesce().to_sparse_csr()
+
+
+def csr_tensor(matrix: sp.spmatrix) -> torch.Tensor:
+    """A SciPy sparse matrix as a ``float32`` sparse CSR tensor."""
+    m = sp.csr_matrix(matrix, dtype=np.float32)
+    m.sort_indices()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr).long(), torch.from_numpy(m.indices).long(),
+                                       torch.from_numpy(m.data), m.shape)
+
+
+@torch.no_grad()
+def knn_graph(features: torch.Tensor, k: int, block: int = 1024) -> sp.csr_matrix:
+    """Binary ``[n, n]`` graph linking each row of ``features`` to its ``k`` most cosine-similar rows (itself
+    among them), scored ``block`` rows at a time so memory stays ``O(block * n)``. All-zero rows (a missing
+    feature) have no edges and are nobody's neighbour."""
+    n = features.size(0)
+    present = features.abs().sum(1) > 0
+    k = min(k, int(present.sum()))
+    unit = F.normalize(features.float(), dim=1)
+    penalty = torch.zeros(n, device=features.device).masked_fill_(~present, float("-inf"))
+    cols = torch.cat([(unit[s:s + block] @ unit.t() + penalty).topk(k, dim=1).indices
+                      for s in range(0, n, block)]).cpu().numpy().ravel()
+    rows = np.repeat(np.arange(n), k)
+    keep = present.cpu().numpy()[rows]
+    return sp.csr_matrix((np.ones(keep.sum(), np.float32), (rows[keep], cols[keep])), shape=(n, n))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry
+from ..data.mmrec import FEATURE_FILES
 from ..layers import normalized_adjacency
 
 RECOMMENDERS: Registry[type["Recommender"]] = Registry("recommender")
@@ -27,6 +28,14 @@ def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     return normalized_adjacency(edge_index, sum(train.shape))
 
 
+def require_item_features(name: str, item_features: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """``item_features`` when there are some; else the one-line ``ValueError`` of a multimodal recommender."""
+    if not item_features:
+        raise ValueError(f"recommender {name} needs item features ({' / '.join(FEATURE_FILES.values())} beside "
+                         "the .inter file); none found")
+    return item_features
+
+
 class Recommender(nn.Module):
     """Subclasses implement :meth:`forward` (all user and item embeddings) and :meth:`loss` on a batch of
     ``(user, positive item, sampled negative item)`` triples. Register one with ``@RECOMMENDERS.register(name)``;
@@ -44,8 +53,8 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     def resample(self, rng: np.random.Generator) -> None:
-        """Called at the start of every training epoch, for models that redraw something per epoch (e.g. the
-        training graph's edge dropout); draw from ``rng`` so runs stay reproducible. Default: nothing."""
+        """Called by the trainer at the start of every training epoch (e.g. to draw a new pruned graph, as
+        FREEDOM does); ``rng`` is the trainer's, the same on every rank. Default: nothing."""
 
     @torch.no_grad()
     def scorer(self):

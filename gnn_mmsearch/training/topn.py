@@ -1,9 +1,10 @@
 """Training loop of the top-N recommenders under MMRec's protocol.
 
-Each epoch shuffles the training interactions into batches of ``(user, item)`` and draws one negative item per
-interaction uniformly among the items the user has no training interaction with. After every ``eval_every``
-epochs the model ranks all items for the validation users (training items excluded); training stops after
-``patience`` evaluations without a better ``val/<monitor>`` and the best state is restored.
+Each epoch calls the model's ``resample`` hook, shuffles the training interactions into batches of
+``(user, item)`` and draws one negative item per interaction uniformly among the items the user has no training
+interaction with. After every ``eval_every`` epochs the model ranks all items for the validation users (training
+items excluded); training stops after ``patience`` evaluations without a better ``val/<monitor>`` and the best
+state is restored.
 """
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ class TopNTrainer:
                    disable=None if main else True)
         for epoch in bar:
             t = time.perf_counter()
+            self.model.resample(self.rng)
             loss = self._train_epoch(opt, step)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at epoch {epoch}; lower train.lr")
@@ -118,7 +120,6 @@ class TopNTrainer:
     def _train_epoch(self, opt: torch.optim.Optimizer, step: Callable[..., torch.Tensor]) -> float:
         """One pass over the training interactions; the mean loss over all of them (all ranks)."""
         self.model.train()
-        self.model.resample(self.rng)
         order = self.rng.permutation(self.users.size)
         world, total = distributed.world_size(), torch.zeros((), device=self.device)
         for start in range(0, order.size, self.config.batch_size):
