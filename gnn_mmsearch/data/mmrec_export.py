@@ -128,11 +128,22 @@ def check_output(out: str | Path) -> None:
 def export_mmrec(interactions: Iterable[Interaction], catalog: Catalog | None, out: str | Path, name: str | None = None,
                  options: ExportOptions | None = None, features: FeatureOptions | None = None,
                  report: ExportReport | None = None) -> ExportReport:
-    """Write the MMRec folder ``out`` (see the module docstring) from ``interactions``; ``catalog`` holds the items'
-    content (ids, text, images) for ``features`` (``None``: no feature files). Raises ``ValueError`` when nothing is
-    left after the k-core."""
-    out, options, report = Path(out), options or ExportOptions(), report or ExportReport()
+    """Create the MMRec folder ``out`` (it must not exist) with :func:`write_mmrec`, atomically; ``name`` defaults to
+    the folder's name."""
     check_output(out)
+    with atomic_directory(out) as tmp:
+        report = write_mmrec(tmp, interactions, catalog, name or Path(out).name, options, features, report)
+    log.info("MMRec export %s: %s", out, report.summary())
+    return report
+
+
+def write_mmrec(folder: Path, interactions: Iterable[Interaction], catalog: Catalog | None, name: str,
+                options: ExportOptions | None = None, features: FeatureOptions | None = None,
+                report: ExportReport | None = None) -> ExportReport:
+    """Write the MMRec files (see the module docstring) of ``interactions`` into the existing ``folder``; ``catalog``
+    holds the items' content (ids, text, images) for ``features`` (``None``: no feature files). Raises
+    ``ValueError`` when nothing is left after the k-core."""
+    options, report = options or ExportOptions(), report or ExportReport()
     first = _earliest(interactions, report)
     kept = k_core(set(first), options.k_core) if options.k_core else set(first)
     report.kcore_dropped_users = len({u for u, _ in first}) - len({u for u, _ in kept})
@@ -154,25 +165,22 @@ def export_mmrec(interactions: Iterable[Interaction], catalog: Catalog | None, o
     if arrays:
         report.items_with_image, report.items_with_text = (int(arrays["mask"][m].sum()) for m in ("image", "text"))
 
-    name = name or out.name
     order = np.lexsort((item, label, user))
-    with atomic_directory(out) as tmp:
-        with open(tmp / f"{name}.inter", "w", encoding="utf-8", newline="") as f:
-            f.write("\t".join(HEADER) + "\n")
-            for k in order:
-                rating = rows[k][2].rating
-                f.write(f"{user[k]}\t{item[k]}\t{'' if rating is None else float(rating)}\t"
-                        f"{_number(timestamp[k])}\t{label[k]}\n")
-        _write_mapping(tmp / USER_MAPPING, ("user_id", "userID"), users)
-        _write_mapping(tmp / ITEM_MAPPING, ("asin", "itemID"), items)
-        if arrays:
-            np.save(tmp / "image_feat.npy", arrays["image"])
-            np.save(tmp / "text_feat.npy", arrays["text"])
-            np.savez(tmp / MASK_FILE, **arrays["mask"])
-        info = {"version": EXPORT_VERSION, "name": name, "options": asdict(options),
-                "features": asdict(features) if features is not None else None, "report": asdict(report)}
-        (tmp / REPORT_FILE).write_text(json.dumps(info, indent=2))
-    log.info("MMRec export %s: %s", out, report.summary())
+    with open(folder / f"{name}.inter", "w", encoding="utf-8", newline="") as f:
+        f.write("\t".join(HEADER) + "\n")
+        for k in order:
+            rating = rows[k][2].rating
+            f.write(f"{user[k]}\t{item[k]}\t{'' if rating is None else float(rating)}\t"
+                    f"{_number(timestamp[k])}\t{label[k]}\n")
+    _write_mapping(folder / USER_MAPPING, ("user_id", "userID"), users)
+    _write_mapping(folder / ITEM_MAPPING, ("asin", "itemID"), items)
+    if arrays:
+        np.save(folder / "image_feat.npy", arrays["image"])
+        np.save(folder / "text_feat.npy", arrays["text"])
+        np.savez(folder / MASK_FILE, **arrays["mask"])
+    info = {"version": EXPORT_VERSION, "name": name, "options": asdict(options),
+            "features": asdict(features) if features is not None else None, "report": asdict(report)}
+    (folder / REPORT_FILE).write_text(json.dumps(info, indent=2))
     return report
 
 

@@ -205,7 +205,8 @@ def _collection_domains(num_products: int, collection_size: int) -> list[str]:
     return [domains[i % len(domains)] for i in range(max(len(domains), math.ceil(num_products / collection_size)))]
 
 
-def sample_users(catalog: Catalog, num_users: int, per_user: tuple[int, int], seed: int) -> list[Interaction]:
+def sample_users(catalog: Catalog, num_users: int, per_user: tuple[int, int], seed: int | list[int]
+                 ) -> list[Interaction]:
     """Interactions of ``num_users`` new users of a generated catalog, drawn as the generator draws its own (1-3
     preferred collections, 70% of the interactions in them), each with ``per_user[0]`` to ``per_user[1]`` draws
     (a user may draw an item twice)."""

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
 from .._registry import import_modules
-from ..data.mmrec import Interactions, load_inter
+from ..data.mmrec import Interactions, interaction_source, load_inter, load_interactions
 from ..device import resolve_device
 from ..evaluation import format_metrics
 from ..models import Recommender, create_recommender
@@ -28,7 +28,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     """Run the top-N job on a validated config; writes ``run`` and returns the flat metrics."""
     timings, t0 = {}, time.perf_counter()
     seed_everything(cfg.seed)
-    data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
+    data = load_interactions(cfg.data, cfg.cache_dir, cfg.device)
     timings["data_s"] = time.perf_counter() - t0
 
     model = build_recommender(cfg.recommender, data).to(resolve_device(cfg.device))
@@ -69,10 +69,12 @@ def load_recommender(run_dir: str | Path) -> tuple[Recommender, Interactions]:
     run = RunDir(run_dir).require("recommend")
     cfg = run.config()
     import_modules(cfg.get("imports") or [])
-    data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
+    source = interaction_source(cfg.data)
+    path = source.inter_path(Path(cfg.get("cache_dir") or "~/.cache/gnn_mmsearch").expanduser())
+    data = load_inter(path, source.filter_cold_start)
     trained_on = run.info()["data_fingerprint"]
     if data.fingerprint != trained_on:
-        raise ValueError(f"{cfg.data.path} changed since {run.path} was trained (fingerprint {data.fingerprint}, "
+        raise ValueError(f"{path} changed since {run.path} was trained (fingerprint {data.fingerprint}, "
                          f"run {trained_on})")
     model = build_recommender(cfg.recommender, data)
     model.load_state_dict(torch.load(run / run.RECOMMENDER, map_location="cpu"))
