@@ -27,9 +27,9 @@ from ..utils import seed_everything
 def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     """Run the top-N job on a validated config; writes ``run`` and returns the flat metrics."""
     timings, t0 = {}, time.perf_counter()
-    seed_everything(cfg.seed)
-    data = load_interactions(cfg.data, cfg.cache_dir, cfg.device)
+    data = load_interactions(cfg.data, cfg.cache_dir, cfg.device)  # may make the data first (data=mmrec_synthetic)
     timings["data_s"] = time.perf_counter() - t0
+    seed_everything(cfg.seed)  # after the data, so a first run that made it trains as the next ones
 
     model = build_recommender(cfg.recommender, data).to(resolve_device(cfg.device))
     trainer = TopNTrainer(model, data, TopNTrainConfig(**cfg.train), cfg.seed, tuple(cfg.eval.ks),
