@@ -29,7 +29,8 @@ commands:
   download-images SOURCE --out DIR [--format 2014|2018|2023] [--workers N] [--timeout S] [--retries N]
                           fetch product images (SOURCE: an Amazon catalog dir or meta file), resumable, with a report
   export-mmrec --format 2014|2018|2023 --meta FILE --reviews FILE --out DIR [--images DIR] [--k-core K]
-               [--split 0.8,0.1,0.1] [--seed N] [--chronological] [--image-model M] [--text-model M] [--no-features]
+               [--split 0.8,0.1,0.1] [--seed N] [--chronological] [--cold-items F] [--image-model M]
+               [--text-model M] [--device D] [--no-features]
                           Amazon Reviews -> an MMRec dataset folder (.inter, id mappings, item features, masks)
 """
 SEARCH_EPILOG = ("An empty result set (e.g. a filter nothing matches) prints 'no results' and exits 0. An empty "

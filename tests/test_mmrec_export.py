@@ -16,7 +16,7 @@ from conftest import run_cli
 from gnn_mmsearch.cli import main
 from gnn_mmsearch.data import Interaction
 from gnn_mmsearch.data.mmrec import load_inter
-from gnn_mmsearch.data.mmrec_export import ExportOptions, export_amazon, export_mmrec
+from gnn_mmsearch.data.mmrec_export import ExportOptions, export_mmrec
 
 COLOURS = ["red", "blue", "green", "black", "white", "yellow"]
 

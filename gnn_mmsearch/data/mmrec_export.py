@@ -38,7 +38,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .._atomic import atomic_directory
-from .amazon import image_files, k_core, read_meta, read_records, to_product, LoadReport
+from .amazon import LoadReport, image_files, k_core, read_meta, read_records, to_product
 from .amazon_formats import FORMATS, REVIEW_PARSERS, format_mismatch
 from .catalog import Catalog, Interaction
 
