@@ -8,12 +8,14 @@ writer as ``gnn-mmsearch export-mmrec`` (:func:`mmrec_export.write_mmrec`: k-cor
 of the real extractors, masks), into ``<cache_dir>/mmrec/synthetic-<hash>/`` on first use (keyed by these options
 and the extractors), and ``task=recommend`` reads it from there.
 
-What to expect (defaults: 2,000 products, 3,000 users with 10-30 draws each, 5-core): about 3,000 users, 1,900
-items and 45,000 interactions. A share ``cold_item_ratio`` (5%) of the items is **cold**: every interaction with it
-is in valid or test, none in training, so an ID-only model (BPR, LightGCN) can only rank it by chance while a model
-reading the item features can place it next to its collection. The popularity skew leaves a long tail too: many test
-items have only a handful of training interactions. The content is a noisy hint, so features help, but do not
-replace, the collaborative signal. ``export.json`` in the folder holds the counts.
+What to expect (defaults: 2,000 products, 3,000 users drawing 15-45 items each, repeats merged, 5-core): 3,000
+users, 1,900 items, 56,657 interactions (44,181 train / 5,625 valid / 6,851 test). A share ``cold_item_ratio`` (5%)
+of the items is **cold**: every interaction with it is in valid or test, none in training (1,360 of the 6,851 test
+interactions), so an ID-only model (BPR, LightGCN) cannot rank it, while the item features can place it near its
+collection. The content is a noisy hint and the collaborative signal is strong: a content-only kNN over the features
+reaches test Recall@20 0.085 on cold items and 0.094 overall, a co-occurrence item-kNN 0 and 0.436
+(``benchmarks/mmrec_synthetic.py``; ``benchmarks/README.md`` has the trained models). ``export.json`` in the folder
+holds the counts.
 """
 from __future__ import annotations
 
