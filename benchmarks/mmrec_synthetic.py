@@ -76,7 +76,8 @@ def main() -> None:
     rows = {}
     with torch.no_grad():
         for name, score in {**baselines(data), **models}.items():
-            rows[name] = {part: evaluate_topn(score, rel, data.train, (20,))["recall@20"] for part, rel in parts.items()}
+            rows[name] = {part: evaluate_topn(score, rel, data.train, (20,))["recall@20"]
+                          for part, rel in parts.items()}
     counts = {part: int(rel.nnz) for part, rel in parts.items()}
     header = " | ".join(f"{part} ({counts[part]:,})" for part in parts)
     lines = [f"test Recall@20 by the item's training interactions ({data!r})", "",

@@ -111,7 +111,8 @@ class ExportReport:
         if self.cold_items:
             line += f"; {self.cold_items:,} cold items"
         if self.items_with_image is not None:
-            line += f"; features: image {self.items_with_image:,}/{self.items:,}, text {self.items_with_text:,}/{self.items:,}"
+            line += (f"; features: image {self.items_with_image:,}/{self.items:,}, "
+                     f"text {self.items_with_text:,}/{self.items:,}")
         return line
 
 

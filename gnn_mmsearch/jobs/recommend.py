@@ -27,7 +27,8 @@ from ..utils import seed_everything
 def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     """Run the top-N job on a validated config; writes ``run`` and returns the flat metrics."""
     timings, t0 = {}, time.perf_counter()
-    data = load_interactions(cfg.data, cfg.cache_dir, cfg.device)  # may make the data first (data=mmrec_synthetic)
+    with distributed.main_first():  # data=mmrec_synthetic is made on first use: rank 0 makes it, the others read it
+        data = load_interactions(cfg.data, cfg.cache_dir, cfg.device)
     timings["data_s"] = time.perf_counter() - t0
     seed_everything(cfg.seed)  # after the data, so a first run that made it trains as the next ones
 
