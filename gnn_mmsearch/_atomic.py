@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 
 def _read_umask() -> int:
@@ -67,3 +67,17 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def build_once(path: str | Path, build: Callable[[Path], None], done: str) -> Path:
+    """``path``, built first when it lacks the file ``done``: ``build(tmp)`` fills a temporary folder that becomes
+    ``path`` (:func:`atomic_directory`); when another process built it first, theirs is kept."""
+    path = Path(path)
+    if not (path / done).exists():
+        try:
+            with atomic_directory(path) as tmp:
+                build(tmp)
+        except OSError:
+            if not (path / done).exists():
+                raise
+    return path

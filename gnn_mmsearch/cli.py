@@ -1,5 +1,5 @@
 """``gnn-mmsearch`` command line: ``run`` (Hydra), ``search``, ``explain`` and ``serve`` (from a saved run),
-``report``, ``download-images``."""
+``report``, ``download-images``, ``export-mmrec``."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,10 @@ commands:
                           why a result comes up: modality shares and neighbour contributions, as text and a PNG
   download-images SOURCE --out DIR [--format 2014|2018|2023] [--workers N] [--timeout S] [--retries N]
                           fetch product images (SOURCE: an Amazon catalog dir or meta file), resumable, with a report
+  export-mmrec --format 2014|2018|2023 --meta FILE --reviews FILE --out DIR [--images DIR] [--k-core K]
+               [--split 0.8,0.1,0.1] [--seed N] [--chronological] [--cold-items F] [--image-model M]
+               [--text-model M] [--device D] [--no-features]
+                          Amazon Reviews -> an MMRec dataset folder (.inter, id mappings, item features, masks)
 """
 SEARCH_EPILOG = ("An empty result set (e.g. a filter nothing matches) prints 'no results' and exits 0. An empty "
                  "query, an unknown product id, a history without a known id, an unreadable image, video or batch "
@@ -347,5 +351,67 @@ def _download_images(args: list[str]) -> int:
     return 0
 
 
+def _export_mmrec(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gnn-mmsearch export-mmrec",
+        description="Amazon Reviews metadata + reviews -> an MMRec dataset folder: <name>.inter (userID itemID rating "
+                    "timestamp x_label), u_id_mapping.csv / i_id_mapping.csv, image_feat.npy / text_feat.npy (row = "
+                    "itemID) and feat_mask.npz (image / text: True where the item has the feature).",
+        epilog="Then: gnn-mmsearch run task=recommend data.path=DIR/NAME.inter. Bad input (a missing file, a file of "
+               "another format, nothing left after the k-core, an existing or unwritable --out) prints one line and "
+               "exits 2; nothing is written unless the whole export is.")
+    parser.add_argument("--format", required=True, help="2014 | 2018 | 2023")
+    parser.add_argument("--meta", type=Path, required=True, help="metadata file (.json, .jsonl or .gz)")
+    parser.add_argument("--reviews", type=Path, required=True, help="reviews file (.json, .jsonl or .gz)")
+    parser.add_argument("--out", type=Path, required=True, help="the folder to create (must not exist)")
+    parser.add_argument("--name", help="dataset name: <out>/<name>.inter (default: the folder's name)")
+    parser.add_argument("--images", type=Path, help="folder of <ASIN>.jpg images (gnn-mmsearch download-images)")
+    parser.add_argument("--k-core", type=int, default=5, help="keep users and items with at least K interactions, "
+                        "repeated until none changes (0 = off; default 5)")
+    parser.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test ratios per user (default 0.8,0.1,0.1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the per-user shuffle (and of --cold-items)")
+    parser.add_argument("--chronological", action="store_true", help="split each user's interactions by time: the "
+                        "earliest train, the latest test")
+    parser.add_argument("--cold-items", type=float, default=0.0, help="share of items whose interactions all go to "
+                        "valid/test (cold-start items; default 0)")
+    parser.add_argument("--image-model", default="tf_efficientnet_lite0", help="timm model (default: the offline "
+                        "EfficientNet-Lite0)")
+    parser.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers model or path "
+                        "(default: the offline all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (feature extraction)")
+    parser.add_argument("--no-features", action="store_true", help="write no feature files")
+    ns = parser.parse_args(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def fail(msg: str) -> int:
+        print(f"gnn-mmsearch export-mmrec: {msg}", file=sys.stderr)
+        return 2
+
+    from .data.mmrec_export import ExportOptions, FeatureOptions, export_amazon
+    try:
+        split = [float(s) for s in ns.split.split(",")]
+    except ValueError:
+        return fail(f"--split {ns.split!r}: expected three ratios like 0.8,0.1,0.1")
+    try:
+        options = ExportOptions(ns.k_core, split, ns.seed, ns.chronological, ns.cold_items)
+        if not ns.no_features:
+            from .device import resolve_device
+            resolve_device(ns.device, "--device")
+    except ValueError as err:
+        return fail(str(err).replace("k_core", "--k-core").replace("cold_item_ratio", "--cold-items")
+                    .replace("split", "--split", 1))
+    cache = os.environ.get("GNN_MMSEARCH_CACHE", "~/.cache/gnn_mmsearch")
+    features = None if ns.no_features else FeatureOptions(ns.image_model, ns.text_model, ns.device,
+                                                           str(Path(cache).expanduser() / "features"))
+    try:
+        report = export_amazon(ns.format, ns.meta, ns.reviews, ns.out, ns.images, ns.name, options, features)
+    except ValueError as err:
+        return fail(str(err))
+    except (OSError, RuntimeError) as err:  # an unwritable folder, a model that does not load
+        return fail(_os_error(err, cache) if isinstance(err, OSError) and err.filename else str(err).splitlines()[0])
+    print(f"{report.summary()}\nexported: {ns.out}")
+    return 0
+
+
 COMMANDS = {"run": _run, "search": _search, "serve": _serve, "report": _report, "explain": _explain,
-            "download-images": _download_images}
+            "download-images": _download_images, "export-mmrec": _export_mmrec}

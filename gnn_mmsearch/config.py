@@ -185,13 +185,6 @@ class TopNEvalConfig:
 
 
 @dataclass
-class InteractionsConfig:
-    source: str = "mmrec"
-    path: str = "???"
-    filter_cold_start: bool = True  # drop valid/test interactions of users without a training interaction
-
-
-@dataclass
 class LoggerConfig:
     name: str = "none"  # wandb | none
     mode: str = "offline"
@@ -236,7 +229,8 @@ class SearchJobConfig(_JobConfig):
 @dataclass
 class RecommendJobConfig(_JobConfig):
     task_name: str = "recommend"
-    data: InteractionsConfig = field(default_factory=InteractionsConfig)
+    cache_dir: str = "~/.cache/gnn_mmsearch"  # where data=mmrec_synthetic is made
+    data: Dict[str, Any] = field(default_factory=lambda: {"source": "mmrec"})  # an interaction source + options
     recommender: Dict[str, Any] = field(default_factory=lambda: {"name": "lightgcn"})  # a name + options
     train: TopNTrainConfig = field(default_factory=TopNTrainConfig)
     eval: TopNEvalConfig = field(default_factory=TopNEvalConfig)
@@ -251,13 +245,14 @@ def validate(cfg: DictConfig) -> DictConfig:
     task = cfg.get("task_name")
     if task not in SCHEMAS:
         raise ConfigError(f"task_name must be one of {', '.join(SCHEMAS)}, got {task!r} (choose task=search|recommend)")
+    from .data import INTERACTION_SOURCES
     source = (cfg.get("data") or {}).get("source")
-    if task == "search" and source == "mmrec":
+    if task == "search" and source in INTERACTION_SOURCES:
         raise ConfigError("this data is user-item interactions for the top-N job: add task=recommend "
                           "(e.g. gnn-mmsearch run task=recommend data=mmrec_baby)")
-    if task == "recommend" and source != "mmrec":
+    if task == "recommend" and source not in INTERACTION_SOURCES:
         raise ConfigError(f"data.source={source!r} is a product catalog for the search job: the recommend task "
-                          "reads MMRec interactions (data=mmrec_baby | mmrec_sports | data.path=...)")
+                          "reads MMRec interactions (data=mmrec_baby | mmrec_sports | mmrec_synthetic | data.path=...)")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(SCHEMAS[task]), cfg)
         OmegaConf.to_object(merged)  # runs the dataclasses' value checks
@@ -311,8 +306,10 @@ def _check_index(kind: str | None, options: dict, dims: dict[str, int]) -> None:
 
 
 def _check_recommend(cfg: DictConfig) -> None:
+    from .data import interaction_source
     from .models import RECOMMENDERS
 
+    _prefixed("data", lambda: interaction_source(cfg.data))  # runs the source's own checks
     options = dict(cfg.recommender)
     _prefixed("recommender", lambda: RECOMMENDERS.check_kwargs(options.pop("name", None), options))
 

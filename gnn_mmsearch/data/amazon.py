@@ -133,9 +133,11 @@ def k_core(pairs: set[tuple[str, str]], k: int) -> set[tuple[str, str]]:
         pairs = kept
 
 
-def _read_meta(cfg: AmazonConfig, report: LoadReport) -> dict[str, MetaRecord]:
+def read_meta(path: str | Path, fmt: str, report: LoadReport) -> dict[str, MetaRecord]:
+    """The products of a metadata file by ASIN (the first line wins); lines, malformed lines and duplicates are
+    counted in ``report``."""
     records: dict[str, MetaRecord] = {}
-    for record in read_records(cfg.meta_path, META_PARSERS[cfg.format], "metadata"):
+    for record in read_records(path, META_PARSERS[fmt], "metadata"):
         report.meta_lines += 1
         if record is None:
             report.malformed_meta += 1
@@ -181,7 +183,7 @@ def _links(records: dict[str, MetaRecord], report: LoadReport) -> list[Edge]:
     return edges
 
 
-def _product(record: MetaRecord, ratings: list[float], count: int, image: Path | None) -> Product:
+def to_product(record: MetaRecord, ratings: list[float], count: int, image: Path | None) -> Product:
     rating = sum(ratings) / len(ratings) if ratings else record.rating
     count = count or record.rating_count
     return Product(id=record.asin, title=record.title, description=record.description, brand=record.brand,
@@ -189,7 +191,7 @@ def _product(record: MetaRecord, ratings: list[float], count: int, image: Path |
                    popularity=float(count) if count else None, image_path=str(image) if image is not None else None)
 
 
-def _image_files(records: dict[str, MetaRecord], images_dir: str | None) -> tuple[dict[str, Path], set[str]]:
+def image_files(records: dict[str, MetaRecord], images_dir: str | None) -> tuple[dict[str, Path], set[str]]:
     """``<images_dir>/<ASIN>.jpg`` of the products whose file decodes, and the ASINs whose file does not."""
     if not images_dir:
         return {}, set()
@@ -219,7 +221,7 @@ def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
         raise ValueError(f"{cfg.meta_path} does not read as format {cfg.format} metadata; it looks like format "
                          f"{looks_like} (data.format={looks_like})")
     report = LoadReport()
-    records = _read_meta(cfg, report)
+    records = read_meta(cfg.meta_path, cfg.format, report)
     if not records:
         raise ValueError(f"no product read from {cfg.meta_path} as format {cfg.format}")
     interactions: list[Interaction] = []
@@ -247,7 +249,7 @@ def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
         log.info("no reviews file: metadata only, no interactions, k-core skipped")
 
     image_urls = {a: r.image_url for a, r in records.items() if r.image_url}
-    images, unreadable = _image_files(records, cfg.images_dir)
+    images, unreadable = image_files(records, cfg.images_dir)
     edges = _links(records, report)
     linked = {e.src for e in edges} | {e.dst for e in edges}
     blank = {a for a, r in records.items() if not (r.title or r.description or a in images or a in linked)}
@@ -258,7 +260,7 @@ def load_amazon(cfg: AmazonConfig, name: str | None = None) -> Catalog:
         interactions = [i for i in interactions if i.item not in blank]
         log.warning("dropped %d products with no title, description, image or link (nothing to search them by)",
                     len(blank))
-    products = [_product(r, ratings[a], counts[a], images.get(a)) for a, r in records.items()]
+    products = [to_product(r, ratings[a], counts[a], images.get(a)) for a, r in records.items()]
     report.no_title = sum(p.title is None for p in products)
     report.unparsed_price = sum(r.price_unparsed for r in records.values())
     report.products, report.interactions = len(products), len(interactions)

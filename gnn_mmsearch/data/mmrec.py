@@ -8,6 +8,10 @@ file hold one feature row per item.
 As in MMRec (``filter_out_cod_start_users``), valid and test interactions of users without a training
 interaction are dropped (counted as cold-start). Malformed lines and repeated (user, item) pairs are skipped and
 counted in :class:`InteractionReport`; repeated pairs keep the first line's split.
+
+``data.source`` of the top-N job names an :data:`INTERACTION_SOURCES` entry and the other ``data.*`` keys are its
+options: ``mmrec`` (a ``.inter`` file, ``data.path``) or ``mmrec_synthetic`` (``mmrec_synthetic.py``: made from the
+embedded catalog in the cache on first use). :func:`load_interactions` resolves and reads either.
 """
 from __future__ import annotations
 
@@ -15,9 +19,12 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import scipy.sparse as sp
+
+from .._registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,42 @@ class Interactions:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={self.split(s).nnz}" for s in SPLITS)
         return f"Interactions({self.name!r}, users={self.num_users}, items={self.num_items}, {sizes})"
+
+
+class InteractionSource:
+    """Where a ``.inter`` file is (made first when need be), and how it is read."""
+
+    filter_cold_start: bool = True
+
+    def inter_path(self, cache_root: Path, device: str = "auto") -> Path:
+        raise NotImplementedError
+
+
+INTERACTION_SOURCES: Registry[type[InteractionSource]] = Registry("interaction source")
+
+
+@INTERACTION_SOURCES.register("mmrec")
+@dataclass
+class MMRecFile(InteractionSource):
+    """An MMRec ``.inter`` file (``data.path``), e.g. MMRec's own or one ``gnn-mmsearch export-mmrec`` wrote."""
+
+    path: str
+    filter_cold_start: bool = True  # drop valid/test interactions of users without a training interaction
+
+    def inter_path(self, cache_root: Path, device: str = "auto") -> Path:
+        return Path(self.path).expanduser()
+
+
+def interaction_source(data: Mapping) -> InteractionSource:
+    """The source a ``data`` config names (``source`` + its options); a bad option is a one-line ``ValueError``."""
+    options = {k: v for k, v in data.items() if k != "source"}
+    return INTERACTION_SOURCES.create(data.get("source"), **options)
+
+
+def load_interactions(data: Mapping, cache_root: str | Path, device: str = "auto") -> Interactions:
+    """The interactions a ``data`` config describes (a generated source is made in ``cache_root`` first)."""
+    source = interaction_source(data)
+    return load_inter(source.inter_path(Path(cache_root).expanduser(), device), source.filter_cold_start)
 
 
 def load_inter(path: str | Path, filter_cold_start: bool = True) -> Interactions:

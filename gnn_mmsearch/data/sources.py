@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .._atomic import atomic_directory
+from .._atomic import build_once
 from .._registry import Registry
 from .catalog import Catalog
 
@@ -52,14 +52,7 @@ def cached_catalog(source: CatalogSource, cache_root: str | Path) -> Catalog:
     key = source.cache_key()
     if key is None:
         return source.load()
-    root = Path(cache_root).expanduser() / key
-    if not (root / "catalog.json").exists():
-        try:
-            with atomic_directory(root) as tmp:
-                source.build(tmp)
-        except OSError:
-            if not (root / "catalog.json").exists():  # else another process built it first
-                raise
+    root = build_once(Path(cache_root).expanduser() / key, source.build, done="catalog.json")
     log.info("loading catalog from %s", root)
     return Catalog.load(root)
 

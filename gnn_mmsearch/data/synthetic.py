@@ -148,8 +148,8 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Catalog:
     domain_cats = {d: [c for c in categories if CATEGORIES[c][0] == d] for d in domains}
 
     n = cfg.num_products
-    num_collections = max(len(domains), math.ceil(n / cfg.collection_size))
-    coll_domain = [domains[i % len(domains)] for i in range(num_collections)]
+    coll_domain = _collection_domains(n, cfg.collection_size)
+    num_collections = len(coll_domain)
     coll_color = rng.choice(list(COLORS), num_collections)
     coll_brand = rng.choice(BRANDS, num_collections)
     coll_tier = rng.choice([0.7, 1.0, 1.6], num_collections)
@@ -197,6 +197,24 @@ def generate(cfg: SyntheticConfig, root: str | Path) -> Catalog:
     catalog.save(root)
     log.info("generated %r into %s", catalog, root)
     return catalog
+
+
+def _collection_domains(num_products: int, collection_size: int) -> list[str]:
+    """Each collection's domain (the domains in turn)."""
+    domains = sorted({d for d, _, _ in CATEGORIES.values()})
+    return [domains[i % len(domains)] for i in range(max(len(domains), math.ceil(num_products / collection_size)))]
+
+
+def sample_users(catalog: Catalog, num_users: int, per_user: tuple[int, int], seed: int | list[int]
+                 ) -> list[Interaction]:
+    """Interactions of ``num_users`` new users of a generated catalog, drawn as the generator draws its own (1-3
+    preferred collections, 70% of the interactions in them), each with ``per_user[0]`` to ``per_user[1]`` draws
+    (a user may draw an item twice)."""
+    truth, cfg = catalog.meta["ground_truth"], catalog.meta["config"]
+    popularity = np.array([p.popularity for p in catalog.products], dtype=float)
+    return _sample_interactions(np.random.default_rng(seed), num_users, np.asarray(truth["collection"]),
+                                _collection_domains(len(catalog), cfg["collection_size"]), truth["domain"],
+                                popularity, catalog.ids, per_user)
 
 
 def _complements(cat: str) -> set[str]:
@@ -251,7 +269,8 @@ def _sample_edges(rng, cats, collection, colors, popularity, ids, baskets_per_pr
     return out
 
 
-def _sample_interactions(rng, num_users, collection, coll_domain, domain, popularity, ids) -> list[Interaction]:
+def _sample_interactions(rng, num_users, collection, coll_domain, domain, popularity, ids,
+                         per_user: tuple[int, int] = (5, 29)) -> list[Interaction]:
     domain = np.asarray(domain)
     num_coll = len(coll_domain)
     out = []
@@ -260,7 +279,7 @@ def _sample_interactions(rng, num_users, collection, coll_domain, domain, popula
         in_liked = np.flatnonzero(np.isin(collection, liked))
         in_domain = np.flatnonzero(np.isin(domain, [coll_domain[c] for c in liked]))
         t = 1_600_000_000.0 + rng.uniform(0, 3e7)
-        for _ in range(int(rng.integers(5, 30))):
+        for _ in range(int(rng.integers(per_user[0], per_user[1] + 1))):
             r = rng.random()
             pool = in_liked if r < 0.7 else in_domain if r < 0.9 else np.arange(len(ids))
             w = popularity[pool] / popularity[pool].sum()

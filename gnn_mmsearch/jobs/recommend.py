@@ -17,7 +17,7 @@ from .. import distributed
 from .._atomic import atomic_file
 from .._registry import import_modules
 from ..config import ConfigError
-from ..data.mmrec import Interactions, load_inter
+from ..data.mmrec import Interactions, interaction_source, load_inter, load_interactions
 from ..device import resolve_device
 from ..evaluation import format_metrics
 from ..evaluation.topn import per_user_topn, topn_metrics
@@ -31,10 +31,11 @@ from ..utils import seed_everything
 def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     """Run the top-N job on a validated config; writes ``run`` and returns the flat metrics."""
     timings, t0 = {}, time.perf_counter()
-    seed_everything(cfg.seed)
     try:  # a malformed .inter file, or a recommender that cannot use this data (e.g. it has no item features)
-        data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
+        with distributed.main_first():  # data=mmrec_synthetic is made on first use: rank 0 makes it, others read it
+            data = load_interactions(cfg.data, cfg.cache_dir, cfg.device)
         timings["data_s"] = time.perf_counter() - t0
+        seed_everything(cfg.seed)  # after the data, so a first run that made it trains as the next ones
         model = build_recommender(cfg.recommender, data).to(resolve_device(cfg.device))
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -78,10 +79,12 @@ def load_recommender(run_dir: str | Path) -> tuple[Recommender, Interactions]:
     run = RunDir(run_dir).require("recommend")
     cfg = run.config()
     import_modules(cfg.get("imports") or [])
-    data = load_inter(cfg.data.path, cfg.data.filter_cold_start)
+    source = interaction_source(cfg.data)
+    path = source.inter_path(Path(cfg.get("cache_dir") or "~/.cache/gnn_mmsearch").expanduser())
+    data = load_inter(path, source.filter_cold_start)
     trained_on = run.info()["data_fingerprint"]
     if data.fingerprint != trained_on:
-        raise ValueError(f"{cfg.data.path} changed since {run.path} was trained (fingerprint {data.fingerprint}, "
+        raise ValueError(f"{path} changed since {run.path} was trained (fingerprint {data.fingerprint}, "
                          f"run {trained_on})")
     model = build_recommender(cfg.recommender, data)
     model.load_state_dict(torch.load(run / run.RECOMMENDER, map_location="cpu"))
