@@ -234,3 +234,33 @@ def test_mmgraph_item_bias_is_added_to_the_cosine_logits(tmp_path):
     loss = model.loss(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([2, 3]))
     loss.backward()
     assert model.item_bias.grad[[0, 1, 2, 3]].abs().min() > 0  # positives and negatives both move the bias
+
+
+def test_mmgraph_items_unseen_in_training_are_scored_from_their_features(tmp_path):
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    train = data.train.tolil()
+    train[:, 5] = 0  # item 5 becomes cold: no training interaction
+    train = train.tocsr()
+    train.eliminate_zeros()
+    feats = {"text": np.random.default_rng(0).normal(size=(data.num_items, 8)).astype(np.float32)}
+    model = create_recommender("mmgraph", train, feats, layers=1, item_bias=True, id_dropout=0.5).eval()
+    before = model.item_inputs()[5].clone()
+    with torch.no_grad():
+        model.item_emb[5] += 10.0  # an untrained ID embedding must not reach the cold item's vector
+        model.item_bias[5] = -10.0  # nor its bias (it was only ever a negative)
+    assert torch.allclose(model.item_inputs()[5], before)
+    _, items = model()
+    assert items[5, -1].item() == pytest.approx(0.2 * model.item_bias[model.warm].mean().item(), abs=1e-6)
+    model.train()
+    torch.manual_seed(0)
+    dropped = model.item_inputs()
+    assert not torch.allclose(dropped, model.eval().item_inputs())  # id_dropout only while training
+    with pytest.raises(ValueError, match="id_dropout must be in"):
+        create_recommender("mmgraph", train, feats, id_dropout=1.0)
+
+
+def test_item_features_false_reads_no_feature_files(tmp_path):
+    path = write_inter(tmp_path, block_interactions())
+    np.save(tmp_path / "text_feat.npy", np.ones((30, 4), np.float32))
+    assert set(load_inter(path).item_features) == {"text"}
+    assert load_inter(path, item_features=False).item_features == {}

@@ -82,6 +82,7 @@ class InteractionSource:
     """Where a ``.inter`` file is (made first when need be), and how it is read."""
 
     filter_cold_start: bool = True
+    item_features: bool = True
 
     def inter_path(self, cache_root: Path, device: str = "auto") -> Path:
         raise NotImplementedError
@@ -97,6 +98,7 @@ class MMRecFile(InteractionSource):
 
     path: str
     filter_cold_start: bool = True  # drop valid/test interactions of users without a training interaction
+    item_features: bool = True  # false: read no feature files (the ID-only ablation of the same data)
 
     def inter_path(self, cache_root: Path, device: str = "auto") -> Path:
         return Path(self.path).expanduser()
@@ -111,11 +113,13 @@ def interaction_source(data: Mapping) -> InteractionSource:
 def load_interactions(data: Mapping, cache_root: str | Path, device: str = "auto") -> Interactions:
     """The interactions a ``data`` config describes (a generated source is made in ``cache_root`` first)."""
     source = interaction_source(data)
-    return load_inter(source.inter_path(Path(cache_root).expanduser(), device), source.filter_cold_start)
+    return load_inter(source.inter_path(Path(cache_root).expanduser(), device), source.filter_cold_start,
+                      source.item_features)
 
 
-def load_inter(path: str | Path, filter_cold_start: bool = True) -> Interactions:
-    """Read an MMRec ``.inter`` file (and item features beside it); see the module docstring."""
+def load_inter(path: str | Path, filter_cold_start: bool = True, item_features: bool = True) -> Interactions:
+    """Read an MMRec ``.inter`` file (and, with ``item_features``, the features beside it); see the module
+    docstring."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MMRec interaction file not found: {path}")
@@ -138,7 +142,7 @@ def load_inter(path: str | Path, filter_cold_start: bool = True) -> Interactions
         sel = labels == label
         mats[name] = sp.csr_matrix((np.ones(sel.sum(), np.float32), (users[sel], items[sel])), shape=shape)
         report.kept[name] = int(sel.sum())
-    features = _read_features(path.parent, shape[1], report)
+    features = _read_features(path.parent, shape[1], report) if item_features else {}
     data = Interactions(path.stem, **mats, item_features=features, fingerprint=_fingerprint(path), report=report)
     log.info("%r; skipped %d malformed lines, %d duplicates, %d cold-start interactions (%d users)", data,
              report.malformed, report.duplicates, report.cold_start_interactions, report.cold_start_users)

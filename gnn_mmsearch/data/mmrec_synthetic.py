@@ -52,6 +52,7 @@ class SyntheticMMRec(InteractionSource):
     image_model: str = "tf_efficientnet_lite0"
     text_model: str = "all-MiniLM-L6-v2"
     filter_cold_start: bool = True  # drop valid/test interactions of users without a training interaction
+    item_features: bool = True  # false: read no feature files (the ID-only ablation of the same data)
 
     def __post_init__(self):
         self.split = [float(s) for s in self.split]
@@ -68,7 +69,7 @@ class SyntheticMMRec(InteractionSource):
         return ExportOptions(self.k_core, tuple(self.split), self.seed, False, self.cold_item_ratio)
 
     def cache_key(self) -> str:
-        options = {k: v for k, v in asdict(self).items() if k != "filter_cold_start"}
+        options = {k: v for k, v in asdict(self).items() if k not in ("filter_cold_start", "item_features")}
         blob = json.dumps({"options": options, "export": EXPORT_VERSION, "generator": GENERATOR_VERSION},
                           sort_keys=True)
         return f"{NAME}-{self.num_users}u-{self.num_products}i-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"

@@ -81,7 +81,7 @@ def load_recommender(run_dir: str | Path) -> tuple[Recommender, Interactions]:
     import_modules(cfg.get("imports") or [])
     source = interaction_source(cfg.data)
     path = source.inter_path(Path(cfg.get("cache_dir") or "~/.cache/gnn_mmsearch").expanduser())
-    data = load_inter(path, source.filter_cold_start)
+    data = load_inter(path, source.filter_cold_start, source.item_features)
     trained_on = run.info()["data_fingerprint"]
     if data.fingerprint != trained_on:
         raise ValueError(f"{path} changed since {run.path} was trained (fingerprint {data.fingerprint}, "

@@ -26,9 +26,14 @@ from ._recommender import RECOMMENDERS, Recommender, user_item_adjacency
 class MultimodalGraphRecommender(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
                  embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2,
-                 in_batch_negatives: bool = False, fusion: str = "weighted", item_bias: bool = False):
+                 in_batch_negatives: bool = False, fusion: str = "weighted", item_bias: bool = False,
+                 id_dropout: float = 0.0):
         super().__init__(train)
-        self.temperature = temperature
+        if not 0 <= id_dropout < 1:
+            raise ValueError(f"recommender.id_dropout must be in [0, 1), got {id_dropout}")
+        self.temperature, self.id_dropout = temperature, id_dropout
+        warm = torch.from_numpy(np.asarray(train.getnnz(axis=0)) > 0)
+        self.register_buffer("warm", warm, persistent=False)  # items with a training interaction
         self.item_bias = nn.Parameter(torch.zeros(self.num_items)) if item_bias else None
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, embedding_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, embedding_dim)))
@@ -46,11 +51,16 @@ class MultimodalGraphRecommender(Recommender):
         self.infonce = InfoNCELoss(temperature, symmetric=False, in_batch=in_batch_negatives)
 
     def item_inputs(self) -> torch.Tensor:
-        """Layer-0 item vectors: the ID embedding, fused with the projected features when there are some."""
+        """Layer-0 item vectors: the ID embedding, fused with the projected features when there are some. An item
+        never seen in training has an untrained ID embedding, so it is left out of the fusion (features only);
+        while training, ``id_dropout`` of the items also lose theirs, so features learn to stand alone."""
         if self.fusion is None:
             return self.item_emb
         tokens = [self.item_emb] + [self.projections[m](getattr(self, f"{m}_features")) for m in self.modalities]
-        masks = [torch.ones_like(self.item_emb[:, 0], dtype=torch.bool)]
+        keep_id = self.warm
+        if self.training and self.id_dropout:
+            keep_id = keep_id & (torch.rand_like(self.item_emb[:, 0]) >= self.id_dropout)
+        masks = [keep_id]
         masks += [getattr(self, f"{m}_mask") for m in self.modalities]
         return self.fusion(torch.stack(tokens, 1), torch.stack(masks, 1))
 
@@ -59,8 +69,10 @@ class MultimodalGraphRecommender(Recommender):
         x = F.normalize(x, dim=1)
         users, items = x[: self.num_users], x[self.num_users:]
         if self.item_bias is not None:  # u.i / t + b_i as one inner product: [u, 1] . [i, t * b_i]
+            # an item never seen in training was only ever a negative: it gets the mean bias of the others
+            bias = torch.where(self.warm, self.item_bias, self.item_bias[self.warm].mean().detach())
             users = torch.cat([users, torch.ones_like(users[:, :1])], 1)
-            items = torch.cat([items, self.temperature * self.item_bias[:, None]], 1)
+            items = torch.cat([items, self.temperature * bias[:, None]], 1)
         return users, items
 
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
