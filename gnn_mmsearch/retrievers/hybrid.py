@@ -44,6 +44,16 @@ class HybridRetrieval:
         self.depth, self.bm25_weight, self.image_weight, self.k = depth, bm25_weight, image_weight, k
         self.types, self.category_weight = types, category_weight
 
+    @property
+    def expansion_weight(self) -> float:
+        """BM25's weight of the words expansion added to product documents (0 without BM25)."""
+        return self.bm25.expansion_weight if self.bm25 is not None else 0.0
+
+    @expansion_weight.setter
+    def expansion_weight(self, weight: float) -> None:
+        if self.bm25 is not None:
+            self.bm25.expansion_weight = weight
+
     @torch.no_grad()
     def search(self, features: Mapping[str, torch.Tensor], texts: Sequence[str] | None, k: int,
                filter: Filter | None = None, exclude: Sequence[Sequence[str]] | None = None) -> SearchResult:
