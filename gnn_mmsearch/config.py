@@ -85,7 +85,7 @@ class RelevanceHeadConfig:
     bm25_weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     image_weights: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
     category_weights: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0])  # query classifier
-    expansion_weights: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])  # BM25's image words
+    expansion_weights: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0])  # BM25's image words
     title_tolerance: float = 0.005  # validation title recall@10 may trail the best baseline's by this much
     expansion: ExpansionConfig = field(default_factory=ExpansionConfig)  # image words added to BM25's documents
     train: RelevanceTrainConfig = field(default_factory=RelevanceTrainConfig)

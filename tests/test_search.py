@@ -28,7 +28,7 @@ def searcher(run_dir) -> Searcher:
 
 def test_run_saves_the_image_expansion_the_served_bm25_indexes(run_dir, searcher):
     saved = json.loads((run_dir / "expansion.json").read_text())
-    assert saved["top_k"] == 5 and saved["words"]  # relevance.expansion defaults: words were added
+    assert saved["top_k"] == 10 and saved["words"]  # relevance.expansion defaults: words were added
     assert all(0 < len(words) <= saved["top_k"] for words in saved["words"].values())
     weights = json.loads((run_dir / "run.json").read_text())["fusion_weights"]
     bm25 = searcher.hybrid.bm25

@@ -1,5 +1,5 @@
-"""Image-grounded document expansion: the words a product's image shows that its text lacks, added to its BM25
-document (doc2query's idea with the product photo as the source).
+"""Image-grounded document expansion: the words a product's image shows that its text lacks, indexed for BM25
+as a second field of its document (doc2query's idea with the product photo as the source).
 
 A multi-label logistic regression on the raw image features predicts, for each word of a vocabulary (the words in
 at least ``min_count`` training products' texts, BM25's stopwords left out), whether a product's own text holds it.
@@ -35,8 +35,8 @@ class ExpansionConfig:
     ``relevance.expansion_weights``."""
 
     enabled: bool = True
-    top_k: int = 5            # at most this many words added per product
-    min_prob: float = 0.15    # ... each predicted at this probability or above
+    top_k: int = 10           # at most this many words added per product
+    min_prob: float = 0.05    # ... each predicted at this probability or above
     min_count: int = 10       # vocabulary: words in at least this many training products' texts
     l2: float = 1e-2          # the logistic regression's weight decay
 

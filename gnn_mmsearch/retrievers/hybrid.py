@@ -8,7 +8,8 @@ and the raw image features (image queries).
                = (minmax(rrf)(d) + w_image * minmax(cos_raw_image)(d)) / (1 + w_image)   # queries with an image
     score(d)  <- (score(d) + w_category * P(type(d) | query text)) / (1 + w_category)    # the query classifier
 
-so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun);
+so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun)
+and, with expansion (``expansion.py``), the words a product's image shows that its text lacks, at their own weight;
 the raw EfficientNet cosine keeps near-copies of a query photo on top (joined by score, not rank, so a near-copy's
 margin survives); the head brings synonyms, images for words and products without text; the query classifier
 keeps the named product type on top ("striped watch": watches before striped watch bands). Product and history
