@@ -61,8 +61,11 @@ def load_expansions(path: Path, catalog: Catalog) -> list[list[str]] | None:
     """The expansion words a run saved (``save_expansions``), in catalog order; ``None`` when it saved none."""
     if not path.exists():
         return None
-    words = json.loads(path.read_text())["words"]
-    return [words.get(pid, []) for pid in catalog.ids]
+    try:
+        words = json.loads(path.read_text())["words"]
+        return [list(words.get(pid, [])) for pid in catalog.ids]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
 
 
 def save_expansions(path: Path, catalog: Catalog, expansions: Sequence[Sequence[str]], settings: dict) -> None:

@@ -42,6 +42,17 @@ def test_run_saves_the_image_expansion_the_served_bm25_indexes(run_dir, searcher
         assert np.isfinite(score) == bool(weights["expansion"])
 
 
+def test_an_unreadable_expansion_file_is_one_line(run_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / "expansion.json").write_text("{oops")
+    rc, out, err = cli(capsys, broken, "red wallet")
+    assert rc == 2 and f"{broken / 'expansion.json'}: unreadable (JSONDecodeError" in err
+    assert "Traceback" not in out + err
+
+
 def exact_top(searcher: Searcher, query: np.ndarray, k: int, exclude=()) -> list[str]:
     """Brute-force top-``k`` ids over every stored vector, ``exclude`` left out."""
     ids = [i for i in searcher.catalog.ids if i not in set(exclude)]
