@@ -7,6 +7,7 @@
     <run>/encoder/           search job: MultimodalGraphEncoder.save_pretrained
     <run>/index              search job: the graph encoder's index (product and history queries)
     <run>/relevance/         search job: the relevance head (text and image queries), with relevance_index
+    <run>/expansion.json     search job with relevance.expansion: the words added to each product's BM25 document
     <run>/ranker/            search job with a learned ranker
     <run>/ranking_features/  search job with a ranking stage: the products' raw features
     <run>/model.pt           recommend job: the recommender's state dict
@@ -32,7 +33,7 @@ class RunDir:
 
     CONFIG, INFO, METRICS, HISTORY = "config.yaml", "run.json", "metrics.json", "history.json"
     ENCODER, INDEX, RANKER, RANKING_FEATURES, RECOMMENDER = "encoder", "index", "ranker", "ranking_features", "model.pt"
-    RELEVANCE, RELEVANCE_INDEX = "relevance", "relevance_index"
+    RELEVANCE, RELEVANCE_INDEX, EXPANSION = "relevance", "relevance_index", "expansion.json"
     PER_USER = "test_per_user.npz"  # top-N runs: each test user's recall / NDCG at every K, for paired tests
 
     def __init__(self, path: str | Path):

@@ -9,6 +9,7 @@ hybrid index when the run has one, product and history queries from the graph in
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._atomic import write_json
 from ._registry import import_modules
 from .data.catalog import Catalog
 from .index import Filter, SearchResult, VectorIndex, load_index
@@ -42,14 +44,33 @@ class Hit:
 
 
 def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, catalog: Catalog,
-                     images: tuple[np.ndarray, np.ndarray] | None, weights: dict[str, float]) -> HybridRetrieval:
+                     images: tuple[np.ndarray, np.ndarray] | None, weights: dict[str, float],
+                     expansions: Sequence[Sequence[str]] | None = None) -> HybridRetrieval:
     """The served first stage of text / image queries (``relevance``: the run's config block; ``weights``: the
-    fusion weights of ``bm25``, ``image`` and ``category``)."""
-    bm25 = BM25Retriever().fit(catalog) if weights["bm25"] else None
+    fusion weights of ``bm25``, ``image``, ``category`` and ``expansion``; ``expansions``: words added to each product's BM25
+    document, in catalog order, see ``retrievers/expansion.py``)."""
+    bm25 = BM25Retriever(expansions=expansions, expansion_weight=weights.get("expansion", 0.0)).fit(catalog) \
+        if weights["bm25"] else None
     type_of = {c: i for i, c in enumerate(head.config.categories)}
     types = np.array([type_of.get(product_type(p), -1) for p in catalog.products], np.int64)
     return HybridRetrieval(head, index, catalog.index_of, bm25, images, relevance.depth, weights["bm25"],
                            weights["image"], types=types, category_weight=weights.get("category", 0.0))
+
+
+def load_expansions(path: Path, catalog: Catalog) -> list[list[str]] | None:
+    """The expansion words a run saved (``save_expansions``), in catalog order; ``None`` when it saved none."""
+    if not path.exists():
+        return None
+    try:
+        words = json.loads(path.read_text())["words"]
+        return [list(words.get(pid, [])) for pid in catalog.ids]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+
+
+def save_expansions(path: Path, catalog: Catalog, expansions: Sequence[Sequence[str]], settings: dict) -> None:
+    """The words added to each product's BM25 document (products with none left out) and how they were chosen."""
+    write_json(path, {**settings, "words": {pid: list(e) for pid, e in zip(catalog.ids, expansions) if e}})
 
 
 def copurchase_retrieval(index: VectorIndex, catalog: Catalog, edge_types: Sequence[str], weights: CopurchaseWeights,
@@ -94,7 +115,8 @@ class Searcher:
             hybrid = hybrid_retrieval(cfg.relevance, RelevanceEncoder.from_pretrained(run / run.RELEVANCE),
                                       load_index(run / run.RELEVANCE_INDEX), catalog,
                                       load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"),
-                                      info.get("fusion_weights", {"bm25": 1.0, "image": 1.0}))
+                                      info.get("fusion_weights", {"bm25": 1.0, "image": 1.0}),
+                                      load_expansions(run / run.EXPANSION, catalog))
         index = load_index(run / run.INDEX)
         copurchase = copurchase_retrieval(  # runs before the co-purchase weights existed: the graph alone
             index, catalog, encoder.config.graph_edge_types, CopurchaseWeights(**info.get("copurchase_weights", {})),

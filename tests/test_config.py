@@ -55,6 +55,8 @@ def test_task_recommend_composes_the_topn_groups():
     (["relevance.train.lr=0"], "relevance.train.lr must be > 0, got 0"),
     (["relevance.train.query_drops=[]"], "relevance.train.query_drops must be rates in [0, 1), got []"),
     (["relevance.depth=0"], "relevance.depth must be >= 1, got 0"),
+    (["relevance.expansion.min_prob=0"], "relevance.expansion.min_prob must be in (0, 1], got 0.0"),
+    (["relevance.expansion_weights=[]"], "relevance.expansion_weights must be a non-empty list of weights >= 0"),
     (["eval.baselines.bm25.name=nope"], "eval.baselines.bm25: unknown retriever 'nope'"),
     (["+eval.baselines.raw_text.k1=2"], "eval.baselines.raw_text: retriever 'raw' takes no option 'k1'"),
     (["train.monitor=loss"], "train.monitor must be recall|precision|ndcg|mrr@10|20"),

@@ -190,3 +190,45 @@ def test_query_classifier_learns_product_types_and_lifts_them(tmp_path):
     torch.testing.assert_close(saved.category_logits(feats.text), head.category_logits(feats.text))
     with pytest.raises(ValueError, match="no query classifier"):
         RelevanceEncoder(image_dim=2, text_dim=3, categories=["Bags"]).category_logits(feats.text)
+
+
+def _image_word_catalog() -> tuple[Catalog, torch.Tensor, torch.Tensor]:
+    """Red products (image cluster 0) say "red" or "crimson", blue ones (cluster 1) "blue"; the last product is
+    red in its image and has no text; product 1 (outside training) alone says "secret"."""
+    g = torch.Generator().manual_seed(0)
+    products, images = [], []
+    for i in range(40):
+        red = i % 2 == 0
+        products.append(Product(f"P{i}", title=("red" if i % 4 == 0 else "crimson") + " mug" if red else "blue mug",
+                                description="secret secret" if i == 1 else None))
+        images.append(torch.tensor([1.0, 0.0] if red else [0.0, 1.0]) + 0.05 * torch.randn(2, generator=g))
+    products.append(Product("X"))
+    images.append(torch.tensor([1.0, 0.0]))
+    return Catalog(products), torch.stack(images), torch.ones(len(products), dtype=torch.bool)
+
+
+def test_image_words_expand_documents_with_words_their_images_show():
+    from gnn_mmsearch.retrievers.bm25 import BM25Retriever, product_document
+    from gnn_mmsearch.retrievers.expansion import ImageWords
+
+    catalog, images, has_image = _image_word_catalog()
+    train = [i for i in range(40) if i != 1]  # product 1 and X are held out of the fit
+    words = ImageWords.fit([product_document(p) for p in catalog.products], images, has_image, train, min_count=3)
+    assert "secret" not in words.vocab and set(words.vocab) == {"red", "crimson", "blue", "mug"}
+    expansions = words.expansions(top_k=5, min_prob=0.2)
+    assert set(expansions[-1]) == {"red", "crimson", "mug"}  # the textless red product: every word its image shows
+    assert expansions[0] == ["crimson"] and expansions[2] == ["red"]  # a colour's other name; never a word it has
+    assert expansions[3] == []  # blue mug: nothing its text lacks
+    assert words.expansions(top_k=1, min_prob=0.2)[-1] == [words.vocab[int(np.argmax(words.probs[-1]))]]
+
+    plain = BM25Retriever().fit(catalog)
+    expanded = BM25Retriever(expansions=expansions, expansion_weight=0.5).fit(catalog)
+    query = QueryBatch(["red mug"])
+    assert np.isneginf(plain.scores(query)[0, -1])  # no text: BM25 alone never finds it
+    scores = expanded.scores(query)[0]
+    assert np.isfinite(scores[-1]) and scores[-1] > scores[3]  # found by its image words, above a blue mug
+    assert scores[0] > scores[2]  # "red" in the text counts more than "red" only from the image
+    expanded.expansion_weight = 0.0
+    np.testing.assert_array_equal(expanded.scores(query), plain.scores(query))
+    with pytest.raises(ValueError, match="2 expansions for 41 products"):
+        BM25Retriever(expansions=[[], []]).fit(catalog)

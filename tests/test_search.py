@@ -15,6 +15,7 @@ from gnn_mmsearch.cli import main
 from gnn_mmsearch.data import split_products
 from gnn_mmsearch.evaluation import served_query_metrics, title_queries
 from gnn_mmsearch.ranking import RankingPipeline
+from gnn_mmsearch.retrievers import QueryBatch
 from gnn_mmsearch.search import Searcher
 
 TEXTS = ["wireless mouse", "red leather wallet", "espresso machine"]
@@ -23,6 +24,33 @@ TEXTS = ["wireless mouse", "red leather wallet", "espresso machine"]
 @pytest.fixture(scope="module")
 def searcher(run_dir) -> Searcher:
     return Searcher.from_run(run_dir)
+
+
+def test_run_saves_the_image_expansion_the_served_bm25_indexes(run_dir, searcher):
+    saved = json.loads((run_dir / "expansion.json").read_text())
+    assert saved["top_k"] == 10 and saved["words"]  # relevance.expansion defaults: words were added
+    assert all(0 < len(words) <= saved["top_k"] for words in saved["words"].values())
+    weights = json.loads((run_dir / "run.json").read_text())["fusion_weights"]
+    bm25 = searcher.hybrid.bm25
+    assert bm25.expansion_weight == weights["expansion"]
+    assert bm25.expansions == [saved["words"].get(pid, []) for pid in searcher.catalog.ids]
+    textless = [pid for pid, p in zip(searcher.catalog.ids, searcher.catalog.products)
+                if not (p.title or p.description or p.brand) and pid in saved["words"]]
+    for pid in textless:  # reachable by BM25 through its image words alone (when their weight is on)
+        row = searcher.catalog.index_of[pid]
+        score = bm25.scores(QueryBatch([" ".join(saved["words"][pid])]))[0, row]
+        assert np.isfinite(score) == bool(weights["expansion"])
+
+
+def test_an_unreadable_expansion_file_is_one_line(run_dir, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    (broken / "expansion.json").write_text("{oops")
+    rc, out, err = cli(capsys, broken, "red wallet")
+    assert rc == 2 and f"{broken / 'expansion.json'}: unreadable (JSONDecodeError" in err
+    assert "Traceback" not in out + err
 
 
 def exact_top(searcher: Searcher, query: np.ndarray, k: int, exclude=()) -> list[str]:

@@ -26,10 +26,13 @@ from ..models import EncoderConfig, MultimodalGraphEncoder, RelevanceConfig, Rel
 from ..models.relevance import product_type
 from ..ranking import build_pipeline
 from ..ranking.modal import load_modal, product_modal, save_modal, split_query_features
+from ..retrievers.bm25 import product_document
 from ..retrievers.copurchase import choose_weights
+from ..retrievers.expansion import ImageWords
 from ..retrievers.hybrid import HybridRetrieval
 from ..run_dir import RunDir
-from ..search import Searcher, copurchase_retrieval, format_hits, hybrid_retrieval, index_attributes
+from ..search import (Searcher, copurchase_retrieval, format_hits, hybrid_retrieval, index_attributes,
+                      save_expansions)
 from ..tracking import Tracker
 from ..training import TrainConfig, Trainer
 from ..training.ranker import fit_ranking
@@ -121,6 +124,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     if cfg.relevance.enabled:
         head, head_history, validation_sets = fit_relevance_head(cfg, catalog, feats, model, holdout)
         timings["relevance_s"] = time.perf_counter() - started
+    expansions = image_expansions(cfg, catalog, feats, holdout) if head is not None else None
     if head is not None:
         with torch.no_grad():
             image_only = head(feats.image, feats.image_mask, feats.text, torch.zeros_like(feats.text_mask))
@@ -140,7 +144,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     if head is not None or ranking_stage:  # the products' raw features, read by the fusion and the ranker
         save_modal(product_modal(feats), run / run.RANKING_FEATURES)
     searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types),
-                        relevance_retrieval(cfg, head, catalog, feats, run) if head is not None else None,
+                        relevance_retrieval(cfg, head, catalog, feats, run, expansions) if head is not None else None,
                         copurchase_retrieval(index, catalog, model.config.graph_edge_types, weights,
                                              cfg.copurchase.depth))
     fusion = {}
@@ -148,9 +152,12 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         titles = [qs for qs in validation_sets if qs.name == "text_query"]
         baseline = evaluate_baselines(cfg.eval.baselines, catalog, feats, titles, None, (10,))
         floor = max((v for k, v in baseline.items() if k.endswith("/text_query/recall@10")), default=None)
-        fusion, validation = choose_fusion_weights(searcher, validation_sets, {
-            "bm25": cfg.relevance.bm25_weights, "category": cfg.relevance.category_weights,
-            "image": cfg.relevance.image_weights}, floor - cfg.relevance.title_tolerance if floor is not None else None)
+        grids = {"bm25": cfg.relevance.bm25_weights, "expansion": cfg.relevance.expansion_weights,
+                 "category": cfg.relevance.category_weights, "image": cfg.relevance.image_weights}
+        if expansions is None:
+            del grids["expansion"]
+        fusion, validation = choose_fusion_weights(searcher, validation_sets, grids,
+                                                   floor - cfg.relevance.title_tolerance if floor is not None else None)
         log.info("fusion weights chosen on validation queries: %s", fusion)
         metrics.update({f"val/{k}": v for k, v in validation.items()})
         metrics["val/search"] = validation_objective(validation)
@@ -177,6 +184,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     if searcher.hybrid is not None:
         searcher.hybrid.head.save_pretrained(run / run.RELEVANCE)
         searcher.hybrid.index.save(run / run.RELEVANCE_INDEX)
+        if expansions is not None:
+            save_expansions(run / run.EXPANSION, catalog, expansions, OmegaConf.to_container(cfg.relevance.expansion))
     timings["total_s"] = time.perf_counter() - t0
     run.write_results("search", cfg, metrics, history, {"relevance_history": head_history,
         "copurchase_weights": dataclasses.asdict(weights), "fusion_weights": fusion,
@@ -215,6 +224,22 @@ def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraph
     return head, history, sets
 
 
+def image_expansions(cfg: DictConfig, catalog, feats, holdout: torch.Tensor) -> list[list[str]] | None:
+    """Each product's image-predicted words its text lacks (``retrievers/expansion.py``), the predictor fitted on
+    the relevance head's training products only (neither the test holdout nor the validation products); ``None``
+    when ``relevance.expansion`` is off."""
+    e = cfg.relevance.expansion
+    if not e.enabled:
+        return None
+    _, train = validation_split(holdout, cfg.relevance.train.validation_ratio, cfg.seed)
+    words = ImageWords.fit([product_document(p) for p in catalog.products], feats.image, feats.image_mask,
+                           train.nonzero().flatten().tolist(), e.min_count, e.l2)
+    expansions = words.expansions(e.top_k, e.min_prob)
+    log.info("expansion: %d image words added to %d products' BM25 documents (vocabulary %d)",
+             sum(map(len, expansions)), sum(map(bool, expansions)), len(words.vocab))
+    return expansions
+
+
 def build_index(index_cfg: DictConfig, emb: np.ndarray, catalog, rows) -> VectorIndex:
     """An index as ``index_cfg`` describes it, holding the products at ``rows`` with their filter attributes."""
     options = dict(index_cfg)
@@ -225,17 +250,19 @@ def build_index(index_cfg: DictConfig, emb: np.ndarray, catalog, rows) -> Vector
     return index
 
 
-def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats, run: RunDir) -> HybridRetrieval:
+def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats, run: RunDir,
+                        expansions: list[list[str]] | None = None) -> HybridRetrieval:
     """The head's index (same index config as the graph's) over every product with a text or an image (one with
     neither has nothing a text or image query could match; product queries reach it through the graph), fused with
-    the products' raw features saved in ``run.RANKING_FEATURES``."""
+    the products' raw features saved in ``run.RANKING_FEATURES`` and BM25 (over ``expansions`` too, when given)."""
     with torch.no_grad():
         emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).numpy()
     index = build_index(cfg.index, emb, catalog, (feats.image_mask | feats.text_mask).nonzero().flatten().tolist())
     modal = load_modal(run / run.RANKING_FEATURES, len(catalog))
     r = cfg.relevance
     return hybrid_retrieval(r, head, index, catalog, modal.get("image"), {
-        "bm25": max(r.bm25_weights), "image": max(r.image_weights), "category": max(r.category_weights)})
+        "bm25": max(r.bm25_weights), "image": max(r.image_weights), "category": max(r.category_weights),
+        "expansion": max(r.expansion_weights)}, expansions)
 
 
 def best_validation(history: list[dict], monitor: str) -> dict[str, float]:

@@ -1,7 +1,8 @@
-"""BM25 (``bm25s``) over each product's title, description and brand."""
+"""BM25 (``bm25s``) over each product's title, description and brand (plus, when given, its expansion words)."""
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import numpy as np
 
@@ -17,20 +18,27 @@ def product_document(product: Product) -> str:
 
 @RETRIEVERS.register("bm25")
 class BM25Retriever(Retriever):
-    """Lucene-style BM25 with English stopwords; products without text score ``-inf``."""
+    """Lucene-style BM25 with English stopwords; products without text score ``-inf``.
 
-    def __init__(self, k1: float = 1.5, b: float = 0.75):
-        self.k1, self.b = k1, b
+    ``expansions``: extra words per product, in catalog order (``retrievers/expansion.py``), indexed as a second
+    field: ``score = bm25(text) + expansion_weight * bm25(expansion words)``, so a word a product's text holds
+    counts more than one only its image suggests, and a product with expansion words but no text is found too."""
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, expansions: Sequence[Sequence[str]] | None = None,
+                 expansion_weight: float = 1.0):
+        self.k1, self.b, self.expansions, self.expansion_weight = k1, b, expansions, expansion_weight
 
     def fit(self, catalog: Catalog, features: ProductFeatures | None = None) -> "BM25Retriever":
-        import bm25s
-
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
         docs = [product_document(p) for p in catalog.products]
         self.has_text = np.array([bool(d) for d in docs])
-        self.model = bm25s.BM25(k1=self.k1, b=self.b)
-        self.model.index(bm25s.tokenize([d or "_" for d in docs], stopwords="en", show_progress=False),
-                         show_progress=False)
+        self.model = _index(docs, self.k1, self.b)
+        self.expansion = None
+        if self.expansions is not None:
+            if len(self.expansions) != len(catalog):
+                raise ValueError(f"{len(self.expansions)} expansions for {len(catalog)} products")
+            extra = [" ".join(e) for e in self.expansions]
+            self.has_expansion = np.array([bool(e) for e in extra])
+            self.expansion = _index(extra, self.k1, self.b) if self.has_expansion.any() else None
         return self
 
     def supports(self, queries: QueryBatch) -> bool:
@@ -40,7 +48,23 @@ class BM25Retriever(Retriever):
         import bm25s
 
         tokens = bm25s.tokenize(list(queries.texts), stopwords="en", return_ids=False, show_progress=False)
-        out = np.stack([self.model.get_scores(t) if t else np.zeros(len(self.has_text)) for t in tokens])
-        out = out.astype(np.float32)
-        out[:, ~self.has_text] = -np.inf
+        out = _scores(self.model, tokens, len(self.has_text))
+        visible = self.has_text
+        if self.expansion is not None and self.expansion_weight:
+            out += self.expansion_weight * _scores(self.expansion, tokens, len(self.has_text))
+            visible = visible | self.has_expansion
+        out[:, ~visible] = -np.inf
         return out
+
+
+def _index(docs: Sequence[str], k1: float, b: float):
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+    model = bm25s.BM25(k1=k1, b=b)
+    model.index(bm25s.tokenize([d or "_" for d in docs], stopwords="en", show_progress=False), show_progress=False)
+    return model
+
+
+def _scores(model, tokens: Sequence[Sequence[str]], n: int) -> np.ndarray:
+    return np.stack([model.get_scores(t) if t else np.zeros(n) for t in tokens]).astype(np.float32)

@@ -8,7 +8,8 @@ and the raw image features (image queries).
                = (minmax(rrf)(d) + w_image * minmax(cos_raw_image)(d)) / (1 + w_image)   # queries with an image
     score(d)  <- (score(d) + w_category * P(type(d) | query text)) / (1 + w_category)    # the query classifier
 
-so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun);
+so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun)
+and, with expansion (``expansion.py``), the words a product's image shows that its text lacks, at their own weight;
 the raw EfficientNet cosine keeps near-copies of a query photo on top (joined by score, not rank, so a near-copy's
 margin survives); the head brings synonyms, images for words and products without text; the query classifier
 keeps the named product type on top ("striped watch": watches before striped watch bands). Product and history
@@ -43,6 +44,16 @@ class HybridRetrieval:
             self.index_ids[row] = pid
         self.depth, self.bm25_weight, self.image_weight, self.k = depth, bm25_weight, image_weight, k
         self.types, self.category_weight = types, category_weight
+
+    @property
+    def expansion_weight(self) -> float:
+        """BM25's weight of the words expansion added to product documents (0 without BM25)."""
+        return self.bm25.expansion_weight if self.bm25 is not None else 0.0
+
+    @expansion_weight.setter
+    def expansion_weight(self, weight: float) -> None:
+        if self.bm25 is not None:
+            self.bm25.expansion_weight = weight
 
     @torch.no_grad()
     def search(self, features: Mapping[str, torch.Tensor], texts: Sequence[str] | None, k: int,
