@@ -250,6 +250,13 @@ def test_mmgraph_items_unseen_in_training_are_scored_from_their_features(tmp_pat
         model.item_bias[5] = -10.0  # nor its bias (it was only ever a negative)
     assert torch.allclose(model.item_inputs()[5], before)
     _, items = model()
+    same = torch.from_numpy(feats["text"]).float()
+    nearest = (torch.nn.functional.normalize(same, dim=1) @ torch.nn.functional.normalize(same[5], dim=0))
+    nearest[5] = -2
+    mix = model.cold_mix.to_dense()[0]
+    assert model.cold.tolist() == [5] and set(mix.nonzero().squeeze(1).tolist()) == set(nearest.topk(10).indices.tolist())
+    expected = torch.nn.functional.normalize(mix @ items[:, :-1], dim=0)  # its 10 nearest trained items' mean
+    assert torch.allclose(items[5, :-1], expected, atol=1e-5)
     assert items[5, -1].item() == pytest.approx(0.2 * model.item_bias[model.warm].mean().item(), abs=1e-6)
     model.train()
     torch.manual_seed(0)
