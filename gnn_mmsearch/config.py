@@ -311,10 +311,13 @@ def _check_index(kind: str | None, options: dict, dims: dict[str, int]) -> None:
 
 
 def _check_recommend(cfg: DictConfig) -> None:
-    from .models import RECOMMENDERS
+    """Build the recommender on a one-user, one-item empty matrix, which runs its own value checks."""
+    import scipy.sparse as sp
+
+    from .models import create_recommender
 
     options = dict(cfg.recommender)
-    _prefixed("recommender", lambda: RECOMMENDERS.check_kwargs(options.pop("name", None), options))
+    _prefixed("recommender", lambda: create_recommender(options.pop("name", None), sp.csr_matrix((1, 1)), **options))
 
 
 def _prefixed(key: str, check) -> None:
