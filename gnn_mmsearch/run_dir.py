@@ -33,6 +33,7 @@ class RunDir:
     CONFIG, INFO, METRICS, HISTORY = "config.yaml", "run.json", "metrics.json", "history.json"
     ENCODER, INDEX, RANKER, RANKING_FEATURES, RECOMMENDER = "encoder", "index", "ranker", "ranking_features", "model.pt"
     RELEVANCE, RELEVANCE_INDEX = "relevance", "relevance_index"
+    PER_USER = "test_per_user.npz"  # top-N runs: each test user's recall / NDCG at every K, for paired tests
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -13,7 +13,7 @@ from torch_geometric.nn import LGConv
 
 from conftest import run_cli
 from gnn_mmsearch.data.mmrec import load_inter
-from gnn_mmsearch.evaluation.topn import evaluate_topn
+from gnn_mmsearch.evaluation.topn import evaluate_topn, per_user_topn, rank_topn, topn_metrics
 from gnn_mmsearch.layers.graph import SymmetricLGConv, normalized_adjacency
 from gnn_mmsearch.losses import InfoNCELoss
 from gnn_mmsearch.jobs.recommend import load_recommender
@@ -184,6 +184,9 @@ def test_run_writes_the_mmrec_protocol_results(env, tmp_path):
     model, data = load_recommender(run_dir)
     reloaded = evaluate_topn(model.scorer(), data.test, data.train, (5, 10, 20, 50))
     assert {f"test/{k}": v for k, v in reloaded.items()} == {k: v for k, v in metrics.items() if k.startswith("test/")}
+    per_user = np.load(run_dir / "test_per_user.npz")
+    assert per_user["users"].size == per_user["recall@20"].size == 60
+    assert per_user["recall@20"].mean() == pytest.approx(metrics["test/recall@20"], abs=1e-6)
     again = tmp_path / "again"
     run_cli(again, "task=recommend", f"data.path={path}", "recommender=lightgcn", "train.max_epochs=3", "logger=none")
     assert json.loads((again / "metrics.json").read_text()) == metrics  # same seed, same numbers
@@ -199,3 +202,17 @@ def test_shared_mmrec_files_load_with_the_published_counts(name, users, items, t
     data = load_inter(SHARED / "mmrec" / name / f"{name}.inter")
     assert (data.num_users, data.num_items) == (users, items)
     assert sum(data.report.kept.values()) == total and data.report.malformed == 0
+
+
+def test_per_user_topn_matches_the_mean_metrics():
+    rng = np.random.default_rng(0)
+    relevant = sp.random(40, 30, density=0.1, format="csr", random_state=1)
+    relevant.data[:] = 1
+    exclude = sp.random(40, 30, density=0.1, format="csr", random_state=2)
+    scores = torch.from_numpy(rng.standard_normal((40, 30))).float()
+    users, top = rank_topn(lambda ids: scores[ids], relevant, exclude, 10)
+    mean, each = topn_metrics(users, top, relevant, (3, 10)), per_user_topn(users, top, relevant, (3, 10))
+    assert each["recall@10"].shape == (users.size,) and users.size == np.diff(relevant.indptr).astype(bool).sum()
+    for name in ("recall@3", "recall@10", "ndcg@3", "ndcg@10"):
+        assert each[name].mean() == pytest.approx(mean[name], abs=1e-6)
+    assert each["recall@10"].max() > 0

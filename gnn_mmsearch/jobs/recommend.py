@@ -9,14 +9,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .. import distributed
+from .._atomic import atomic_file
 from .._registry import import_modules
 from ..data.mmrec import Interactions, load_inter
 from ..device import resolve_device
 from ..evaluation import format_metrics
+from ..evaluation.topn import per_user_topn, topn_metrics
 from ..models import Recommender, create_recommender
 from ..run_dir import RunDir
 from ..tracking import Tracker
@@ -42,11 +45,14 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
 
     evaluated = [row for row in history if f"val/{cfg.train.monitor}" in row]
     best = max(evaluated, key=lambda row: row[f"val/{cfg.train.monitor}"])
-    metrics = {f"test/{k}": v for k, v in trainer.evaluate("test").items()}
+    users, top = trainer.rank("test", max(cfg.eval.ks))
+    metrics = {f"test/{k}": v for k, v in topn_metrics(users, top, data.test, cfg.eval.ks).items()}
     metrics.update({k: v for k, v in best.items() if k.startswith("val/")})
     timings["total_s"] = time.perf_counter() - t0
 
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, run / run.RECOMMENDER)
+    with atomic_file(run / run.PER_USER) as f:
+        np.savez(f, users=users, **per_user_topn(users, top, data.test, cfg.eval.ks))
     run.write_results("recommend", cfg, metrics, history, {
         "data_fingerprint": data.fingerprint, "dataset": data.name, "num_users": data.num_users,
         "num_items": data.num_items, "load_report": data.report.as_dict(), "epochs": len(history),

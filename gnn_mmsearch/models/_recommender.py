@@ -50,6 +50,10 @@ class Recommender(nn.Module):
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def resample(self, rng: np.random.Generator) -> None:
+        """Called at the start of every training epoch, for models that redraw something per epoch (e.g. the
+        training graph's edge dropout); draw from ``rng`` so runs stay reproducible. Default: nothing."""
+
     @torch.no_grad()
     def scorer(self):
         """``score(user_ids) -> [B, num_items]`` on the model's device, with the embeddings computed once."""

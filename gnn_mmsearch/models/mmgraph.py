@@ -24,8 +24,11 @@ from ._recommender import RECOMMENDERS, Recommender, user_item_adjacency
 class MultimodalGraphRecommender(Recommender):
     def __init__(self, train: sp.csr_matrix, item_features: dict[str, np.ndarray] | None = None,
                  embedding_dim: int = 64, layers: int = 2, temperature: float = 0.2,
-                 in_batch_negatives: bool = False, fusion: str = "weighted"):
+                 in_batch_negatives: bool = False, fusion: str = "weighted", cl_weight: float = 0.0,
+                 noise_eps: float = 0.1, cl_temperature: float = 0.2, cl_layer: int = 1, reg_weight: float = 0.0):
         super().__init__(train)
+        self.cl_weight, self.noise_eps, self.cl_layer, self.reg_weight = cl_weight, noise_eps, cl_layer, reg_weight
+        self.cl = InfoNCELoss(cl_temperature, symmetric=False, in_batch=True)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_users, embedding_dim)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.num_items, embedding_dim)))
         features = item_features or {}
@@ -55,6 +58,25 @@ class MultimodalGraphRecommender(Recommender):
         x = F.normalize(x, dim=1)
         return x[: self.num_users], x[self.num_users:]
 
+    def _noisy(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([self.user_emb, self.item_inputs()])
+        outs = [x]
+        for conv in self.propagate.convs:
+            h = conv(outs[-1], self.adjacency)
+            outs.append(h + torch.sign(h) * F.normalize(torch.rand_like(h), dim=1) * self.noise_eps)
+        return F.normalize(torch.stack(outs).mean(0), dim=1), F.normalize(outs[self.cl_layer], dim=1)
+
     def loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        user_all, item_all = self()
-        return self.infonce(user_all[users], item_all[pos], item_all[neg])
+        if not self.cl_weight:
+            user_all, item_all = self()
+            loss = self.infonce(user_all[users], item_all[pos], item_all[neg])
+        else:
+            x, view = self._noisy()
+            n = self.num_users
+            loss = self.infonce(x[users], x[n + pos], x[n + neg])
+            u, i = users.unique(), pos.unique() + n
+            loss = loss + self.cl_weight * (self.cl(x[u], view[u]) + self.cl(x[i], view[i]))
+        if self.reg_weight:
+            loss = loss + self.reg_weight * (self.user_emb[users].pow(2).sum() + self.item_emb[pos].pow(2).sum()
+                                             + self.item_emb[neg].pow(2).sum()) / users.numel()
+        return loss

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..data.mmrec import Interactions
-from ..evaluation.topn import evaluate_topn
+from ..evaluation.topn import rank_topn, topn_metrics
 from ..models._recommender import RECOMMENDERS, Recommender
 from ._checks import check_positive
 from ._early_stopping import EarlyStopping
@@ -118,6 +118,7 @@ class TopNTrainer:
     def _train_epoch(self, opt: torch.optim.Optimizer, step: Callable[..., torch.Tensor]) -> float:
         """One pass over the training interactions; the mean loss over all of them (all ranks)."""
         self.model.train()
+        self.model.resample(self.rng)
         order = self.rng.permutation(self.users.size)
         world, total = distributed.world_size(), torch.zeros((), device=self.device)
         for start in range(0, order.size, self.config.batch_size):
@@ -134,10 +135,15 @@ class TopNTrainer:
             total += loss.detach() * batch.size(1)
         return distributed.all_reduce_sum(total).item() / order.size
 
-    @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         """Full ranking for the users of ``split``, their training items excluded: every K on the test split,
         the monitored K on the valid split (each epoch; a smaller top-K is faster)."""
-        self.model.eval()
         ks = self.ks if split == "test" else (int(self.config.monitor.split("@")[1]),)
-        return evaluate_topn(self.model.scorer(), self.data.split(split), self.data.train, ks)
+        users, top = self.rank(split, max(ks))
+        return topn_metrics(users, top, self.data.split(split), ks)
+
+    @torch.no_grad()
+    def rank(self, split: str, k: int) -> tuple[np.ndarray, torch.Tensor]:
+        """The users of ``split`` and their top-``k`` items (training items excluded), as :func:`rank_topn`."""
+        self.model.eval()
+        return rank_topn(self.model.scorer(), self.data.split(split), self.data.train, k)
