@@ -157,7 +157,7 @@ def test_recommenders_learn_block_structure(env, tmp_path, name):
     after = trainer.evaluate("test")["recall@4"]
     assert len(history) == 30 and all("val/recall@20" in row for row in history)
     losses = [row["train/loss"] for row in history]
-    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < 0.8 * losses[0], (name, losses[0], losses[-5:])
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < 0.9 * losses[0], (name, losses[0], losses[-5:])
     assert after > max(0.5, before + 0.2), (name, before, after)  # chance is 4 of the 4 unseen block items / 24
 
 
