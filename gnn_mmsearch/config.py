@@ -309,12 +309,19 @@ def _check_index(kind: str | None, options: dict, dims: dict[str, int]) -> None:
 
 
 def _check_recommend(cfg: DictConfig) -> None:
-    from .data import interaction_source
-    from .models import RECOMMENDERS
+    """The data source's and the recommender's own value checks: the recommender is built on a one-user, one-item
+    matrix with one-row features (so models that need features build too)."""
+    import numpy as np
+    import scipy.sparse as sp
 
-    _prefixed("data", lambda: interaction_source(cfg.data))  # runs the source's own checks
+    from .data import interaction_source
+    from .models import create_recommender
+
+    _prefixed("data", lambda: interaction_source(cfg.data))
     options = dict(cfg.recommender)
-    _prefixed("recommender", lambda: RECOMMENDERS.check_kwargs(options.pop("name", None), options))
+    features = {m: np.ones((1, 4), np.float32) for m in ("image", "text")}
+    _prefixed("recommender", lambda: create_recommender(options.pop("name", None), sp.csr_matrix(np.ones((1, 1))),
+                                                        features, **options))
 
 
 def _prefixed(key: str, check) -> None:

@@ -59,7 +59,7 @@ def test_autocast_contexts():
         autocast(torch.device("cpu"), "fp64")
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph", "freedom", "lgmrec"])
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph", "freedom", "lgmrec", "simgcl", "xsimgcl", "layergcn"])
 def test_recommenders_move_every_tensor_with_to(name):
     """The graph adjacency and item features are buffers: ``.to(device)`` takes them along (here to the meta
     device, which stands in for a GPU), and the saved state leaves them out."""

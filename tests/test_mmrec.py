@@ -12,12 +12,14 @@ import torch
 from torch_geometric.nn import LGConv
 
 from conftest import run_cli
+from gnn_mmsearch.cli import main
 from gnn_mmsearch.data.mmrec import load_inter
 from gnn_mmsearch.evaluation.topn import evaluate_topn, per_user_topn, rank_topn, topn_metrics
 from gnn_mmsearch.layers.graph import SymmetricLGConv, normalized_adjacency
 from gnn_mmsearch.losses import InfoNCELoss
 from gnn_mmsearch.jobs.recommend import load_recommender
 from gnn_mmsearch.models import RECOMMENDERS, create_recommender
+from gnn_mmsearch.run_dir import RunDir
 from gnn_mmsearch.search import Searcher
 from gnn_mmsearch.training.topn import NegativeSampler, TopNTrainConfig, TopNTrainer
 
@@ -142,17 +144,112 @@ def block_interactions(users_per_block: int = 20, items_per_block: int = 10, blo
     return "\n".join(rows) + "\n"
 
 
-@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph"])
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "mmgraph", "simgcl", "xsimgcl", "layergcn"])
 def test_recommenders_learn_block_structure(env, tmp_path, name):
     torch.manual_seed(0)
     data = load_inter(write_inter(tmp_path, block_interactions()))
-    model = create_recommender(name, data.train, **({"layers": 1} if name != "bpr" else {}))
+    options = {"bpr": {}, "simgcl": {"layers": 1, "cl_weight": 0.2}}.get(name, {"layers": 1})
+    # (SimGCL's default weight 0.5 lets the contrastive term's uniformity dominate this 30-item graph)
+    model = create_recommender(name, data.train, **options)
     trainer = TopNTrainer(model, data, TopNTrainConfig(max_epochs=30, lr=0.05, batch_size=128, patience=30), ks=(4,))
     before = trainer.evaluate("test")["recall@4"]
     history = trainer.fit()
     after = trainer.evaluate("test")["recall@4"]
     assert len(history) == 30 and all("val/recall@20" in row for row in history)
+    losses = [row["train/loss"] for row in history]
+    assert np.isfinite(losses).all() and np.mean(losses[-5:]) < 0.9 * losses[0], (name, losses[0], losses[-5:])
     assert after > max(0.5, before + 0.2), (name, before, after)  # chance is 4 of the 4 unseen block items / 24
+
+
+def test_simgcl_noise_is_a_length_eps_vector_in_each_embeddings_octant_and_scores_are_clean(tmp_path):
+    torch.manual_seed(0)
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    model = create_recommender("simgcl", data.train, layers=2, eps=0.3)
+    clean, noisy = model.layer_outputs(perturbed=False), model.layer_outputs(perturbed=True)
+    noise = noisy[1] - clean[1]  # layer 1 sees the same input in both passes
+    torch.testing.assert_close(noise.norm(dim=1), torch.full((noise.size(0),), 0.3))
+    assert ((noise * clean[1]) >= 0).all() and not torch.equal(noisy[2], clean[2])
+    users, items = model()
+    torch.testing.assert_close(torch.cat([users, items]), (clean[1] + clean[2]) / 2)  # layer 0 left out
+    model.train()
+    first, second = model.scorer(), model.scorer()
+    ids = torch.arange(data.num_users)
+    assert torch.equal(first(ids), second(ids))  # no noise at scoring time, in either mode
+
+
+def test_simgcl_and_xsimgcl_contrast_the_views_the_papers_define(tmp_path, monkeypatch):
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    batch = torch.tensor([[0, 1, 1, 25], [0, 3, 3, 12], [5, 7, 9, 29]])
+    for name, passes in (("simgcl", [False, True, True]), ("xsimgcl", [True])):
+        torch.manual_seed(0)
+        model = create_recommender(name, data.train, layers=3, cl_weight=1.0, reg_weight=0.0,
+                                   **({"contrast_layer": 2} if name == "xsimgcl" else {}))
+        calls = []
+        original = model.layer_outputs
+        monkeypatch.setattr(model, "layer_outputs", lambda perturbed: calls.append(perturbed) or original(perturbed))
+        torch.manual_seed(1)
+        loss = model.loss(*batch)
+        assert calls == passes and torch.isfinite(loss)
+        torch.manual_seed(1)
+        views = [original(p) for p in passes]
+        if name == "simgcl":
+            ranked, view1, view2 = (model.readout(v) for v in views)
+        else:
+            ranked = view1 = model.readout(views[0])
+            view2 = views[0][2]  # the output of layer l* = 2 of the same perturbed pass
+        u, p, n = ranked[batch[0]], ranked[data.num_users + batch[1]], ranked[data.num_users + batch[2]]
+        bpr = -torch.nn.functional.logsigmoid((u * p).sum(1) - (u * n).sum(1)).mean()
+        cl = 0
+        for idx in (torch.tensor([0, 1, 25]), data.num_users + torch.tensor([0, 3, 12])):  # unique users, items
+            a, b = (torch.nn.functional.normalize(v[idx], dim=1) for v in (view1, view2))
+            temperature = 0.2 if name == "simgcl" else 0.15
+            cl = cl + torch.nn.functional.cross_entropy(a @ b.t() / temperature, torch.arange(3))
+        torch.testing.assert_close(loss, bpr + cl)
+
+
+def test_layergcn_refines_each_layer_by_its_cosine_with_the_ego_embedding(tmp_path):
+    torch.manual_seed(0)
+    data = load_inter(write_inter(tmp_path, block_interactions()))
+    model = create_recommender("layergcn", data.train, layers=2)
+    adj = model.adjacency.to_dense()
+    ego = torch.cat([model.user_emb, model.item_emb]).detach()
+    x1 = adj @ ego
+    x1 = x1 * torch.nn.functional.cosine_similarity(x1, ego, dim=1)[:, None]
+    x2 = adj @ x1
+    x2 = x2 * torch.nn.functional.cosine_similarity(x2, ego, dim=1)[:, None]
+    users, items = model()
+    torch.testing.assert_close(torch.cat([users, items]).detach(), x1 + x2)
+
+
+def test_layergcn_prunes_the_training_graph_degree_sensitively_and_scores_on_the_full_graph(tmp_path):
+    # user 0 interacts with all 40 items (a hub); users 1..40 each with one item
+    rows = ["userID\titemID\tx_label"] + [f"0\t{i}\t0" for i in range(40)] + [f"{u}\t{u - 1}\t0" for u in range(1, 41)]
+    data = load_inter(write_inter(tmp_path, "\n".join(rows) + "\n"))
+    model = create_recommender("layergcn", data.train, layers=1, dropout=0.5)
+    full = model.adjacency.to_dense()
+    rng = np.random.default_rng(0)
+    hub_kept = []
+    for epoch in range(40):
+        model.resample(rng)
+        kept = model.train_adjacency.to_dense()[: data.num_users, data.num_users:] > 0
+        assert int(kept.sum()) == 40  # half of the 80 edges, every epoch
+        hub_kept.append(int(kept[0].sum()))
+    # degree-sensitive epochs (even) keep an edge with probability ~ 1/sqrt(d_u d_i): the hub's 40 edges weigh
+    # 1/sqrt(80) each against 1/sqrt(2) for the others, so few survive; uniform epochs (odd) keep about half
+    assert np.mean(hub_kept[0::2]) < 10 and 15 < np.mean(hub_kept[1::2]) < 25, hub_kept
+    assert torch.equal(model.adjacency.to_dense(), full)
+    ids = torch.arange(data.num_users)
+    model.train()
+    scores = model.scorer()(ids)
+    model.resample(rng)
+    assert torch.equal(model.scorer()(ids), scores)  # scoring ignores the pruned graph
+    users, pos, neg = torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([5, 6])
+    on_pruned = model.loss(users, pos, neg)
+    model.train_adjacency = None
+    assert not torch.equal(model.loss(users, pos, neg), on_pruned)  # training uses the pruned graph
+    unpruned = create_recommender("layergcn", data.train, layers=1, dropout=0.0)
+    unpruned.resample(rng)
+    assert unpruned.train_adjacency is None
 
 
 def test_mmgraph_fuses_item_features_when_present(tmp_path):
@@ -166,6 +263,29 @@ def test_mmgraph_fuses_item_features_when_present(tmp_path):
         create_recommender("nope", data.train)
     with pytest.raises(ValueError, match="recommender 'bpr' takes no option 'layers'"):
         create_recommender("bpr", data.train, layers=2)
+
+
+@pytest.mark.parametrize("name", ["simgcl", "xsimgcl", "layergcn"])
+def test_new_recommenders_run_end_to_end_and_reload_to_the_same_test_metrics(env, tmp_path, name):
+    path = write_inter(tmp_path, block_interactions())
+    run_dir = tmp_path / "run"
+    run_cli(run_dir, "task=recommend", f"data.path={path}", f"recommender={name}", "recommender.layers=2",
+            "train.max_epochs=3", "logger=none")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert RunDir(run_dir).config().recommender.name == name
+    model, data = load_recommender(run_dir)
+    reloaded = evaluate_topn(model.scorer(), data.test, data.train, (5, 10, 20, 50))
+    assert {f"test/{k}": v for k, v in reloaded.items()} == {k: v for k, v in metrics.items() if k.startswith("test/")}
+
+
+def test_a_bad_recommender_value_exits_2_with_one_line(env, tmp_path, capsys):
+    path = write_inter(tmp_path, block_interactions())
+    run_dir = tmp_path / "run"
+    assert main(["run", f"hydra.run.dir={run_dir}", "task=recommend", f"data.path={path}", "recommender=layergcn",
+                 "recommender.dropout=-0.5", "logger=none"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == "gnn-mmsearch run: recommender.dropout must be in [0, 1), got -0.5"
+    assert "Traceback" not in out + err and not run_dir.exists()
 
 
 def test_run_writes_the_mmrec_protocol_results(env, tmp_path):

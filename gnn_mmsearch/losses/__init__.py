@@ -1,4 +1,4 @@
-from .bpr import BPRLoss, embedding_norm
+from .bpr import BPRLoss, embedding_norm, squared_norm
 from .infonce import InfoNCELoss
 
-__all__ = ["BPRLoss", "InfoNCELoss", "embedding_norm"]
+__all__ = ["BPRLoss", "InfoNCELoss", "embedding_norm", "squared_norm"]

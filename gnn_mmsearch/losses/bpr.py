@@ -1,4 +1,4 @@
-"""Pairwise BPR loss and the embedding-norm regulariser of MMRec's BPR / LightGCN."""
+"""Pairwise BPR loss and the embedding regularisers of MMRec's BPR / LightGCN (norms) and LayerGCN (squared norms)."""
 from __future__ import annotations
 
 import torch
@@ -16,3 +16,9 @@ class BPRLoss(nn.Module):
 def embedding_norm(*embeddings: torch.Tensor) -> torch.Tensor:
     """Sum of the Frobenius norms of the batch's embeddings divided by the batch size (MMRec's ``EmbLoss``)."""
     return sum(e.norm(p=2) for e in embeddings) / embeddings[-1].size(0)
+
+
+def squared_norm(*embeddings: torch.Tensor) -> torch.Tensor:
+    """Half the sum of the batch's squared embedding entries divided by the batch size (MMRec's ``L2Loss``, which
+    LayerGCN adds to a BPR loss summed over the batch, expressed per interaction)."""
+    return sum(e.pow(2).sum() for e in embeddings) / (2 * embeddings[-1].size(0))

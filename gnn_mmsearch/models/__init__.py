@@ -1,4 +1,4 @@
-from . import bpr, freedom, lgmrec, lightgcn, mmgraph  # noqa: F401  (register the recommenders)
+from . import bpr, freedom, layergcn, lgmrec, lightgcn, mmgraph, xsimgcl  # noqa: F401  (register the recommenders)
 from ._recommender import RECOMMENDERS, Recommender, create_recommender
 from .encoder import EncoderConfig, MultimodalGraphEncoder
 from .relevance import RelevanceConfig, RelevanceEncoder

@@ -19,6 +19,13 @@ def create_recommender(name: str, train: sp.csr_matrix, item_features: dict[str,
     return RECOMMENDERS.create(name, train, item_features=item_features or {}, **kwargs)
 
 
+def check_option(name: str, value: float, minimum: float, strict: bool = False) -> None:
+    """A recommender option below ``minimum`` (or equal to it, with ``strict``) is a one-line ``ValueError``
+    naming ``recommender.<name>``."""
+    if value < minimum or (strict and value == minimum):
+        raise ValueError(f"recommender.{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+
+
 def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     """Normalised adjacency of the bipartite user-item graph; nodes are users then items."""
     coo = train.tocoo()
