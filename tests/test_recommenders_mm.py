@@ -160,7 +160,7 @@ def test_a_bad_option_is_one_line_and_exit_2(env, tmp_path, capsys, override, me
     assert main(["run", f"hydra.run.dir={tmp_path / 'run'}", "task=recommend", f"data.path={path}",
                  "recommender=freedom", override, "logger=none"]) == 2
     out, err = capsys.readouterr()
-    assert err.strip() == f"gnn-mmsearch run: {message}" and "Traceback" not in out + err
+    assert err.strip() == f"gnn-mmsearch run: recommender: {message}" and "Traceback" not in out + err  # caught at validation
 
 
 def test_a_malformed_inter_file_is_one_line_and_exit_2(env, tmp_path, capsys):
