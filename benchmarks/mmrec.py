@@ -25,8 +25,8 @@ from scipy import stats
 
 from gnn_mmsearch.run_dir import RunDir
 
-MODELS = {"bpr": "BPR-MF", "lightgcn": "LightGCN", "layergcn": "LayerGCN", "simgcl": "SimGCL",
-          "xsimgcl": "XSimGCL", "mmgraph": "mmgraph (ours)"}
+MODELS = {"bpr": "BPR-MF", "lightgcn": "LightGCN", "layergcn": "LayerGCN", "xsimgcl": "XSimGCL",
+          "mmgraph": "mmgraph (ours)"}  # each has conf/experiment/mmrec_<model>_<data>.yaml
 DATASETS = ("baby", "sports")
 # Published test Recall@20 / NDCG@20 under MMRec's protocol: BPR and LightGCN from MMRec's evaluation/README.md,
 # LayerGCN from the MENTOR paper, XSimGCL from the MSCA paper's table (WWW 2026).

@@ -73,12 +73,13 @@ def test_freedom_prunes_high_degree_edges_more_and_resamples_each_epoch(tmp_path
         assert model.pruned_adjacency._nnz() == full // 2  # half the edges, both directions
         rows = model.pruned_adjacency.crow_indices().diff().numpy()[: data.num_users]
         edge_sets.append(rows.tobytes())
-        users, items = model.edges
+        users, items = model.pruning.users, model.pruning.items
         dense = model.pruned_adjacency.to_dense()[users, items + data.num_users].numpy()
         kept += dense > 0
     assert len(set(edge_sets)) > 1
     rate = kept / 200
-    low, high = model.edge_weight > np.median(model.edge_weight), model.edge_weight < np.median(model.edge_weight)
+    weight = model.pruning.weight
+    low, high = weight > np.median(weight), weight < np.median(weight)
     assert rate[low].mean() > rate[high].mean() + 0.02  # edges of high-degree pairs (small weight) dropped more
     model.train()
     pruned = model()[0]

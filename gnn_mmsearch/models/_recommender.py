@@ -35,6 +35,30 @@ def user_item_adjacency(train: sp.csr_matrix) -> torch.Tensor:
     return normalized_adjacency(edge_index, sum(train.shape))
 
 
+class EdgePruning:
+    """Keeps ``1 - dropout`` of the training interactions, drawn without replacement either degree-sensitively
+    (each with weight ``1 / sqrt(deg(user) deg(item))``, Efraimidis-Spirakis keys: the edges between high-degree
+    nodes, the likeliest noise, go most; FREEDOM, LayerGCN) or uniformly."""
+
+    def __init__(self, train: sp.csr_matrix, dropout: float):
+        coo = train.tocoo()
+        self.users, self.items = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        degree = np.bincount(self.users, minlength=train.shape[0])[self.users] * np.bincount(
+            self.items, minlength=train.shape[1])[self.items]
+        self.weight = 1 / np.sqrt(degree.astype(np.float64))
+        self.shape, self.dropout = train.shape, dropout
+
+    def sample(self, rng: np.random.Generator, degree_sensitive: bool = True) -> sp.csr_matrix:
+        """The kept interactions as a ``users x items`` matrix."""
+        keep = max(1, round(self.weight.size * (1 - self.dropout)))
+        if degree_sensitive:  # the largest keys u^(1/w), as logs
+            keys = np.log(rng.random(self.weight.size)) / self.weight
+            kept = np.argpartition(-keys, keep - 1)[:keep]
+        else:
+            kept = rng.choice(self.weight.size, keep, replace=False)
+        return sp.csr_matrix((np.ones(keep, np.float32), (self.users[kept], self.items[kept])), shape=self.shape)
+
+
 def require_item_features(name: str, item_features: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     """``item_features`` when there are some; else the one-line ``ValueError`` of a multimodal recommender."""
     if not item_features:

@@ -22,9 +22,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..layers import GraphPropagation, csr_tensor, knn_graph, normalized_adjacency, spmm
+from ..layers import GraphPropagation, csr_tensor, knn_graph, spmm
 from ..losses import BPRLoss
-from ._recommender import RECOMMENDERS, Recommender, require_item_features, user_item_adjacency
+from ._recommender import RECOMMENDERS, EdgePruning, Recommender, require_item_features, user_item_adjacency
 
 
 @RECOMMENDERS.register("freedom")
@@ -56,24 +56,14 @@ class FREEDOM(Recommender):
         self.propagate = GraphPropagation(embedding_dim, ui_layers, "lightgcn", normalize=False)
         self.register_buffer("adjacency", user_item_adjacency(train), persistent=False)
         self.register_buffer("pruned_adjacency", self.adjacency, persistent=False)  # until the first resample
-        coo = train.tocoo()
-        self.edges = np.stack([coo.row, coo.col]).astype(np.int64)
-        degree_product = np.bincount(coo.row)[coo.row] * np.bincount(coo.col)[coo.col]
-        self.edge_weight = 1 / np.sqrt(degree_product.astype(np.float64))
+        self.pruning = EdgePruning(train, dropout)
         self.bpr = BPRLoss()
 
     def resample(self, rng: np.random.Generator) -> None:
         """Degree-sensitive edge pruning: a new sparsified user-item graph for the coming epoch."""
         if self.dropout == 0:
             return
-        keep = max(1, round(self.edges.shape[1] * (1 - self.dropout)))
-        # weighted sampling without replacement (Efraimidis & Spirakis): the smallest Exp(1) / weight keys
-        kept = np.argpartition(rng.exponential(size=self.edge_weight.size) / self.edge_weight, keep - 1)[:keep]
-        users, items = torch.from_numpy(self.edges[:, kept])
-        items = items + self.num_users
-        edge_index = torch.stack([torch.cat([users, items]), torch.cat([items, users])])
-        self.pruned_adjacency = normalized_adjacency(edge_index, self.num_users + self.num_items).to(
-            self.adjacency.device)
+        self.pruned_adjacency = user_item_adjacency(self.pruning.sample(rng)).to(self.adjacency.device)
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.propagate(torch.cat([self.user_emb, self.item_emb]),

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..layers import CONVS
 from ..losses import BPRLoss, squared_norm
-from ._recommender import RECOMMENDERS, Recommender, check_option, user_item_adjacency
+from ._recommender import RECOMMENDERS, EdgePruning, Recommender, check_option, user_item_adjacency
 
 
 @RECOMMENDERS.register("layergcn")
@@ -37,28 +37,17 @@ class LayerGCN(Recommender):
         self.conv = CONVS.create("lightgcn", embedding_dim, normalize=False)
         self.register_buffer("adjacency", user_item_adjacency(train), persistent=False)
         self.register_buffer("train_adjacency", None, persistent=False)  # the pruned graph; None: the full one
-        coo = train.tocoo()
-        self.edges = coo.row.astype(np.int64), coo.col.astype(np.int64)
-        degrees = np.asarray(train.sum(1)).ravel()[coo.row] * np.asarray(train.sum(0)).ravel()[coo.col]
-        self.edge_weights = 1 / np.sqrt(degrees)
+        self.pruning = EdgePruning(train, dropout)
         self.degree_sensitive = True  # this epoch's pruning; alternates
         self.layers, self.dropout, self.reg_weight = layers, dropout, reg_weight
         self.bpr = BPRLoss()
 
     def resample(self, rng: np.random.Generator) -> None:
         """Draw this epoch's training graph: ``1 - dropout`` of the edges, degree-sensitive or uniform in turn."""
-        num_edges = self.edge_weights.size
-        keep = round(num_edges * (1 - self.dropout))
-        if self.dropout == 0 or keep == 0:
+        if self.dropout == 0:
             return
-        if self.degree_sensitive:  # weighted sampling without replacement: the largest u^(1/w) (Efraimidis-Spirakis)
-            keys = np.log(rng.random(num_edges)) / self.edge_weights
-            kept = np.argpartition(-keys, keep - 1)[:keep]
-        else:
-            kept = rng.choice(num_edges, keep, replace=False)
+        pruned = self.pruning.sample(rng, self.degree_sensitive)
         self.degree_sensitive = not self.degree_sensitive
-        users, items = self.edges[0][kept], self.edges[1][kept]
-        pruned = sp.csr_matrix((np.ones(keep, np.float32), (users, items)), shape=(self.num_users, self.num_items))
         self.train_adjacency = user_item_adjacency(pruned).to(self.adjacency.device)
 
     def propagate(self, adjacency: torch.Tensor) -> torch.Tensor:

@@ -95,9 +95,10 @@ def _content_neighbours(features: dict[str, np.ndarray], cold: torch.Tensor, war
     if not k:
         return None
     unit = torch.cat([F.normalize(torch.from_numpy(f).float(), dim=1) for f in features.values()], 1)
-    sim = unit[cold] @ unit.t()
-    sim[:, ~warm] = float("-inf")
-    top = sim.topk(min(k, int(warm.sum())), dim=1).indices
+    penalty = torch.zeros(warm.numel()).masked_fill_(~warm, float("-inf"))
+    k = min(k, int(warm.sum()))
+    top = torch.cat([(unit[cold[start:start + 1024]] @ unit.t() + penalty).topk(k, dim=1).indices  # 1,024 at a time
+                     for start in range(0, cold.numel(), 1024)])
     rows = torch.arange(cold.numel()).repeat_interleave(top.size(1))
     values = torch.full((rows.numel(),), 1.0 / top.size(1))
     return torch.sparse_coo_tensor(torch.stack([rows, top.reshape(-1)]), values,
