@@ -13,9 +13,10 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from ._atomic import write_json
 from ._registry import import_modules
@@ -25,9 +26,10 @@ from .models.encoder import MultimodalGraphEncoder
 from .models.relevance import RelevanceEncoder, product_type
 from .ranking import Ranked, RankingPipeline, RankQuery, load_pipeline, user_vector
 from .ranking.modal import load_modal, split_query_features
-from .retrievers.bm25 import BM25Retriever
+from .retrievers.bm25 import BM25Retriever, product_document
 from .retrievers.copurchase import CopurchaseGraph, CopurchaseRetrieval, CopurchaseWeights
 from .retrievers.hybrid import HybridRetrieval
+from .retrievers.term_match import TermMatch
 from .run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -45,16 +47,23 @@ class Hit:
 
 def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, catalog: Catalog,
                      images: tuple[np.ndarray, np.ndarray] | None, weights: dict[str, float],
-                     expansions: Sequence[Sequence[str]] | None = None) -> HybridRetrieval:
+                     expansions: Sequence[Sequence[str]] | None = None,
+                     text_features: Callable[[list[str]], torch.Tensor] | None = None) -> HybridRetrieval:
     """The served first stage of text / image queries (``relevance``: the run's config block; ``weights``: the
-    fusion weights of ``bm25``, ``image``, ``category`` and ``expansion``; ``expansions``: words added to each product's BM25
-    document, in catalog order, see ``retrievers/expansion.py``)."""
+    fusion weights of ``bm25``, ``image``, ``category``, ``expansion`` and ``match``; ``expansions``: words added to
+    each product's BM25 document, in catalog order, see ``retrievers/expansion.py``; ``text_features``: raw text
+    features of words, for the term match)."""
     bm25 = BM25Retriever(expansions=expansions, expansion_weight=weights.get("expansion", 0.0)).fit(catalog) \
         if weights["bm25"] else None
     type_of = {c: i for i, c in enumerate(head.config.categories)}
     types = np.array([type_of.get(product_type(p), -1) for p in catalog.products], np.int64)
+    terms = None
+    if weights.get("match") and text_features is not None:
+        terms = TermMatch(lambda ws: head.embed_query_features(text=text_features(ws)).detach().numpy(),
+                          [product_document(p) for p in catalog.products])
     return HybridRetrieval(head, index, catalog.index_of, bm25, images, relevance.depth, weights["bm25"],
-                           weights["image"], types=types, category_weight=weights.get("category", 0.0))
+                           weights["image"], types=types, category_weight=weights.get("category", 0.0), terms=terms,
+                           match_weight=weights.get("match", 0.0))
 
 
 def load_expansions(path: Path, catalog: Catalog) -> list[list[str]] | None:
@@ -116,7 +125,8 @@ class Searcher:
                                       load_index(run / run.RELEVANCE_INDEX), catalog,
                                       load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"),
                                       info.get("fusion_weights", {"bm25": 1.0, "image": 1.0}),
-                                      load_expansions(run / run.EXPANSION, catalog))
+                                      load_expansions(run / run.EXPANSION, catalog),
+                                      lambda ws: encoder.query_features(text=ws)["text"])
         index = load_index(run / run.INDEX)
         copurchase = copurchase_retrieval(  # runs before the co-purchase weights existed: the graph alone
             index, catalog, encoder.config.graph_edge_types, CopurchaseWeights(**info.get("copurchase_weights", {})),

@@ -232,3 +232,49 @@ def test_image_words_expand_documents_with_words_their_images_show():
     np.testing.assert_array_equal(expanded.scores(query), plain.scores(query))
     with pytest.raises(ValueError, match="2 expansions for 41 products"):
         BM25Retriever(expansions=[[], []]).fit(catalog)
+
+
+def _word_vectors(words: list[str]) -> np.ndarray:
+    """A toy word encoder: 'crimson' is a synonym of 'red' (same vector), every other word its own axis."""
+    axes = {"red": 0, "crimson": 0, "leather": 1, "wallet": 2, "blue": 3, "canvas": 4, "bag": 5, "mug": 6, "coffee": 7}
+    out = np.zeros((len(words), 9), np.float32)
+    for i, w in enumerate(words):
+        out[i, axes.get(w, 8)] = 1.0
+    return out
+
+
+def test_term_match_is_the_mean_best_match_of_each_query_word():
+    from gnn_mmsearch.retrievers.bm25 import product_document
+    from gnn_mmsearch.retrievers.term_match import TermMatch
+
+    catalog = _catalog()
+    terms = TermMatch(_word_vectors, [product_document(p) for p in catalog.products])
+    scores = terms.scores("crimson leather wallet", [0, 1, 2, 3])
+    # A matches all three words (crimson ~ red), B none, C one (red), D has no text
+    np.testing.assert_allclose(scores, [1.0, 0.0, 1 / 3, 0.0], atol=1e-6)
+    assert terms.scores("the", [0]).tolist() == [0.0]  # a query of stopwords only
+    np.testing.assert_allclose(terms.scores("crimson mug", [2]), [1.0])  # unseen query words are embedded and kept
+    assert "crimson" in terms.row
+
+
+def test_hybrid_term_match_puts_the_product_matching_every_word_first():
+    from gnn_mmsearch.index import create_index
+    from gnn_mmsearch.models import RelevanceEncoder
+    from gnn_mmsearch.retrievers.bm25 import product_document
+    from gnn_mmsearch.retrievers.hybrid import HybridRetrieval
+    from gnn_mmsearch.retrievers.term_match import TermMatch
+
+    torch.manual_seed(0)
+    catalog, feats = _catalog(), _features()
+    head = RelevanceEncoder(image_dim=2, text_dim=3, hidden_dim=8, out_dim=4).eval()
+    query = {"text": feats.text[2:3]}  # C's text features: the head ranks C first
+    emb = head(feats.image, feats.image_mask, feats.text, feats.text_mask).detach().numpy()
+    emb[2] = head.embed_query_features(**query).detach().numpy()[0]
+    index = create_index("exact", dim=4)
+    index.add(emb, catalog.ids)
+    terms = TermMatch(_word_vectors, [product_document(p) for p in catalog.products])
+    plain = HybridRetrieval(head, index, catalog.index_of, depth=4, terms=terms).search(query, ["red wallet"], 4)
+    assert plain.ids[0][0] == "C"  # weight 0: the term match is off
+    matched = HybridRetrieval(head, index, catalog.index_of, depth=4, terms=terms, match_weight=10.0).search(
+        query, ["red wallet"], 4)
+    assert matched.ids[0][0] == "A" and set(matched.ids[0]) == set(plain.ids[0])

@@ -164,10 +164,11 @@ def download_images(items: Iterable[tuple[str, str]], out_dir: str | Path, worke
 
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=workers)
-    futures = {pool.submit(download_one, url, path, timeout, retries, backoff, stop): (item_id, url)
-               for item_id, url, path in todo}
+    futures: dict[Future, tuple[str, str]] = {}
     seen: set[Future] = set()
-    try:
+    try:  # from the first submit: a Ctrl-C at any point stops the workers (else exit would wait for them)
+        for item_id, url, path in todo:
+            futures[pool.submit(download_one, url, path, timeout, retries, backoff, stop)] = (item_id, url)
         with tqdm(total=len(todo), desc="download images", unit="img", disable=None) as bar:
             for future in as_completed(futures):
                 seen.add(future)
@@ -178,6 +179,7 @@ def download_images(items: Iterable[tuple[str, str]], out_dir: str | Path, worke
         pool.shutdown(wait=True, cancel_futures=True)  # running downloads return within one read or backoff
         for future in futures.keys() - seen:
             record(future)
+        report.not_done += len(todo) - len(futures)  # never submitted
         report.interrupted = True
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

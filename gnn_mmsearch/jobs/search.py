@@ -7,6 +7,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -144,7 +145,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     if head is not None or ranking_stage:  # the products' raw features, read by the fusion and the ranker
         save_modal(product_modal(feats), run / run.RANKING_FEATURES)
     searcher = Searcher(model, index, catalog, build_pipeline(cfg.ranking, catalog, model.config.graph_edge_types),
-                        relevance_retrieval(cfg, head, catalog, feats, run, expansions) if head is not None else None,
+                        relevance_retrieval(cfg, head, catalog, feats, run, expansions,
+                                            lambda ws: model.query_features(text=ws)["text"]) if head is not None else None,
                         copurchase_retrieval(index, catalog, model.config.graph_edge_types, weights,
                                              cfg.copurchase.depth))
     fusion = {}
@@ -153,7 +155,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         baseline = evaluate_baselines(cfg.eval.baselines, catalog, feats, titles, None, (10,))
         floor = max((v for k, v in baseline.items() if k.endswith("/text_query/recall@10")), default=None)
         grids = {"bm25": cfg.relevance.bm25_weights, "expansion": cfg.relevance.expansion_weights,
-                 "category": cfg.relevance.category_weights, "image": cfg.relevance.image_weights}
+                 "category": cfg.relevance.category_weights, "match": cfg.relevance.match_weights,
+                 "image": cfg.relevance.image_weights}
         if expansions is None:
             del grids["expansion"]
         fusion, validation = choose_fusion_weights(searcher, validation_sets, grids,
@@ -251,7 +254,8 @@ def build_index(index_cfg: DictConfig, emb: np.ndarray, catalog, rows) -> Vector
 
 
 def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats, run: RunDir,
-                        expansions: list[list[str]] | None = None) -> HybridRetrieval:
+                        expansions: list[list[str]] | None = None,
+                        text_features: Callable[[list[str]], torch.Tensor] | None = None) -> HybridRetrieval:
     """The head's index (same index config as the graph's) over every product with a text or an image (one with
     neither has nothing a text or image query could match; product queries reach it through the graph), fused with
     the products' raw features saved in ``run.RANKING_FEATURES`` and BM25 (over ``expansions`` too, when given)."""
@@ -262,7 +266,8 @@ def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats,
     r = cfg.relevance
     return hybrid_retrieval(r, head, index, catalog, modal.get("image"), {
         "bm25": max(r.bm25_weights), "image": max(r.image_weights), "category": max(r.category_weights),
-        "expansion": max(r.expansion_weights)}, expansions)
+        "expansion": max(r.expansion_weights), "match": max(r.match_weights)}, expansions,
+        text_features)
 
 
 def best_validation(history: list[dict], monitor: str) -> dict[str, float]:

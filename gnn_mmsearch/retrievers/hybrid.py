@@ -7,12 +7,14 @@ and the raw image features (image queries).
     score(d)   = rrf(d)                                                 # text queries
                = (minmax(rrf)(d) + w_image * minmax(cos_raw_image)(d)) / (1 + w_image)   # queries with an image
     score(d)  <- (score(d) + w_category * P(type(d) | query text)) / (1 + w_category)    # the query classifier
+    score(d)  <- (score(d) + w_match * match(query text, d)) / (1 + w_match)              # term match
 
 so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun)
 and, with expansion (``expansion.py``), the words a product's image shows that its text lacks, at their own weight;
 the raw EfficientNet cosine keeps near-copies of a query photo on top (joined by score, not rank, so a near-copy's
 margin survives); the head brings synonyms, images for words and products without text; the query classifier
-keeps the named product type on top ("striped watch": watches before striped watch bands). Product and history
+keeps the named product type on top ("striped watch": watches before striped watch bands); the term match
+(``term_match.py``) favours products that match every word a query names. Product and history
 queries do not come here: they search the graph encoder's index (what is bought together).
 """
 from __future__ import annotations
@@ -28,22 +30,25 @@ from ..models.relevance import RelevanceEncoder
 from ._retriever import QueryBatch
 from .bm25 import BM25Retriever
 from .fusion import ranks, reciprocal_rank_fusion
+from .term_match import TermMatch
 
 
 class HybridRetrieval:
     def __init__(self, head: RelevanceEncoder, index: VectorIndex, rows: Mapping[str, int],
                  bm25: BM25Retriever | None = None, images: tuple[np.ndarray, np.ndarray] | None = None,
                  depth: int = 100, bm25_weight: float = 1.0, image_weight: float = 1.0, k: float = 60.0,
-                 types: np.ndarray | None = None, category_weight: float = 0.0):
+                 types: np.ndarray | None = None, category_weight: float = 0.0, terms: TermMatch | None = None,
+                 match_weight: float = 0.0):
         """``rows``: product id -> catalog row; ``images``: the products' raw image features (unit rows, any float
         dtype) and their presence mask, in catalog order; ``types``: each product's index in the head's
-        ``config.categories`` (-1: none), in catalog order."""
+        ``config.categories`` (-1: none), in catalog order; ``terms``: the products' term match."""
         self.head, self.index, self.rows, self.bm25, self.images = head, index, rows, bm25, images
         self.index_ids = [None] * len(rows)
         for pid, row in rows.items():
             self.index_ids[row] = pid
         self.depth, self.bm25_weight, self.image_weight, self.k = depth, bm25_weight, image_weight, k
         self.types, self.category_weight = types, category_weight
+        self.terms, self.match_weight = terms, match_weight
 
     @property
     def expansion_weight(self) -> float:
@@ -73,7 +78,8 @@ class HybridRetrieval:
         if "text" in features and self.types is not None and self.head.classifier is not None and self.category_weight:
             category = torch.softmax(self.head.category_logits(features["text"]), dim=-1).numpy()
             category = np.concatenate([category, np.zeros((len(category), 1), category.dtype)], axis=1)  # type -1
-        if lexical is None and image is None and category is None:
+        match = texts is not None and self.terms is not None and self.match_weight > 0
+        if lexical is None and image is None and category is None and not match:
             return found
         ids, scores = [], []
         for q, head_ids in enumerate(found.ids):
@@ -92,6 +98,8 @@ class HybridRetrieval:
                 fused = (_minmax(fused) + self.image_weight * _minmax(image[q, rows])) / (1 + self.image_weight)
             if category is not None:
                 fused = (fused + self.category_weight * category[q, self.types[rows]]) / (1 + self.category_weight)
+            if match:
+                fused = (fused + self.match_weight * self.terms.scores(texts[q], rows)) / (1 + self.match_weight)
             order = np.argsort(-fused, kind="stable")[:depth]
             ids.append([candidates[i] for i in order])
             scores.append(fused[order].astype(np.float32))
