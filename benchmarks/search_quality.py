@@ -20,8 +20,8 @@ from pathlib import Path
 from gnn_mmsearch.evaluation.query_sets import HEADLINE
 from gnn_mmsearch.run_dir import RunDir
 
-ROWS = {"served": "served (relevance head + BM25 with image-word expansion + query classifier for text/image; "
-                  "graph + co-purchase signals for products)", "graph_space": "graph space alone",
+ROWS = {"served": "served (relevance head + BM25 with image-word expansion + query classifier + term match for "
+                  "text/image; graph + co-purchase signals for products)", "graph_space": "graph space alone",
         "bm25": "BM25", "raw_text": "raw MiniLM kNN", "raw_image": "raw EfficientNet kNN",
         "raw_concat": "raw concat kNN", "hybrid": "BM25 + MiniLM RRF", "popularity": "popularity (co-purchase degree)",
         "common_neighbours": "common neighbours (co-purchase graph)"}

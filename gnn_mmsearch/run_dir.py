@@ -34,6 +34,7 @@ class RunDir:
     CONFIG, INFO, METRICS, HISTORY = "config.yaml", "run.json", "metrics.json", "history.json"
     ENCODER, INDEX, RANKER, RANKING_FEATURES, RECOMMENDER = "encoder", "index", "ranker", "ranking_features", "model.pt"
     RELEVANCE, RELEVANCE_INDEX, EXPANSION = "relevance", "relevance_index", "expansion.json"
+    TERM_VECTORS = "term_vectors.npz"  # the term match's word vectors (retrievers/term_match.py)
     PER_USER = "test_per_user.npz"  # top-N runs: each test user's recall / NDCG at every K, for paired tests
 
     def __init__(self, path: str | Path):

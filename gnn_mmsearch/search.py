@@ -48,11 +48,12 @@ class Hit:
 def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, catalog: Catalog,
                      images: tuple[np.ndarray, np.ndarray] | None, weights: dict[str, float],
                      expansions: Sequence[Sequence[str]] | None = None,
-                     text_features: Callable[[list[str]], torch.Tensor] | None = None) -> HybridRetrieval:
+                     text_features: Callable[[list[str]], torch.Tensor] | None = None,
+                     term_vectors: Path | None = None) -> HybridRetrieval:
     """The served first stage of text / image queries (``relevance``: the run's config block; ``weights``: the
     fusion weights of ``bm25``, ``image``, ``category``, ``expansion`` and ``match``; ``expansions``: words added to
     each product's BM25 document, in catalog order, see ``retrievers/expansion.py``; ``text_features``: raw text
-    features of words, for the term match)."""
+    features of words, for the term match, whose saved word vectors ``term_vectors`` are read when it exists)."""
     bm25 = BM25Retriever(expansions=expansions, expansion_weight=weights.get("expansion", 0.0)).fit(catalog) \
         if weights["bm25"] else None
     type_of = {c: i for i, c in enumerate(head.config.categories)}
@@ -60,7 +61,8 @@ def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, cata
     terms = None
     if weights.get("match") and text_features is not None:
         terms = TermMatch(lambda ws: head.embed_query_features(text=text_features(ws)).detach().numpy(),
-                          [product_document(p) for p in catalog.products])
+                          [product_document(p) for p in catalog.products],
+                          term_vectors if term_vectors is not None and term_vectors.exists() else None)
     return HybridRetrieval(head, index, catalog.index_of, bm25, images, relevance.depth, weights["bm25"],
                            weights["image"], types=types, category_weight=weights.get("category", 0.0), terms=terms,
                            match_weight=weights.get("match", 0.0))
@@ -126,7 +128,7 @@ class Searcher:
                                       load_modal(run / run.RANKING_FEATURES, len(catalog)).get("image"),
                                       info.get("fusion_weights", {"bm25": 1.0, "image": 1.0}),
                                       load_expansions(run / run.EXPANSION, catalog),
-                                      lambda ws: encoder.query_features(text=ws)["text"])
+                                      lambda ws: encoder.query_features(text=ws)["text"], run / run.TERM_VECTORS)
         index = load_index(run / run.INDEX)
         copurchase = copurchase_retrieval(  # runs before the co-purchase weights existed: the graph alone
             index, catalog, encoder.config.graph_edge_types, CopurchaseWeights(**info.get("copurchase_weights", {})),

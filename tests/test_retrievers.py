@@ -257,6 +257,27 @@ def test_term_match_is_the_mean_best_match_of_each_query_word():
     assert "crimson" in terms.row
 
 
+def test_term_match_reads_saved_word_vectors_instead_of_embedding_again(tmp_path):
+    from gnn_mmsearch.retrievers.bm25 import product_document
+    from gnn_mmsearch.retrievers.term_match import TermMatch
+
+    documents = [product_document(p) for p in _catalog().products]
+    terms = TermMatch(_word_vectors, documents)
+    terms.scores("crimson wallet", [0])
+    terms.save(tmp_path / "terms.npz")
+    embedded = []
+
+    def counting(words):
+        embedded.extend(words)
+        return _word_vectors(words)
+
+    again = TermMatch(counting, documents, tmp_path / "terms.npz")
+    assert embedded == []  # every document word and the query word were saved
+    np.testing.assert_allclose(again.scores("crimson leather wallet", [0, 1, 2, 3]), [1.0, 0.0, 1 / 3, 0.0], atol=1e-6)
+    again.scores("teapot", [0])
+    assert embedded == ["teapot"]
+
+
 def test_hybrid_term_match_puts_the_product_matching_every_word_first():
     from gnn_mmsearch.index import create_index
     from gnn_mmsearch.models import RelevanceEncoder

@@ -189,6 +189,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         searcher.hybrid.index.save(run / run.RELEVANCE_INDEX)
         if expansions is not None:
             save_expansions(run / run.EXPANSION, catalog, expansions, OmegaConf.to_container(cfg.relevance.expansion))
+        if searcher.hybrid.terms is not None and fusion.get("match"):
+            searcher.hybrid.terms.save(run / run.TERM_VECTORS)
     timings["total_s"] = time.perf_counter() - t0
     run.write_results("search", cfg, metrics, history, {"relevance_history": head_history,
         "copurchase_weights": dataclasses.asdict(weights), "fusion_weights": fusion,

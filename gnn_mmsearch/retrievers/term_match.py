@@ -10,24 +10,34 @@ without text score 0. The hybrid retrieval fuses it at a weight chosen on valida
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .._atomic import atomic_file
 from .expansion import words
 
 
 class TermMatch:
-    """``embed(words) -> [len(words), d]`` unit word vectors; ``documents``: each product's text, in catalog order.
-    Every document word is embedded once here, a query's unseen words when it comes (and kept)."""
+    """``embed(words) -> [len(words), d]`` word vectors; ``documents``: each product's text, in catalog order.
+    Every document word is embedded once here (those in ``path``, a file :meth:`save` wrote, are read from it
+    instead), a query's unseen words when it comes (and kept)."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], documents: Sequence[str | None]):
-        self.embed = embed
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], documents: Sequence[str | None],
+                 path: str | Path | None = None):
+        self.embed, self.row, self.vectors = embed, {}, np.zeros((0, 0), np.float32)
+        if path is not None:
+            with np.load(path) as saved:
+                self._add(saved["words"].tolist(), saved["vectors"])
         terms = [sorted(set(words(d))) for d in documents]
-        vocab = sorted({w for t in terms for w in t})
-        self.row = {w: i for i, w in enumerate(vocab)}
-        self.vectors = _unit(embed(vocab)) if vocab else np.zeros((0, 0), np.float32)
+        self._query_vectors(sorted({w for t in terms for w in t}))
         self.doc_terms = [np.array([self.row[w] for w in t], np.int64) for t in terms]
+
+    def save(self, path: str | Path) -> None:
+        """Every embedded word and its vector, so a later :class:`TermMatch` embeds none of them again."""
+        with atomic_file(path) as f:
+            np.savez(f, words=np.array(list(self.row), dtype=str), vectors=self.vectors)
 
     def scores(self, query: str, rows: Sequence[int]) -> np.ndarray:
         """``match(query, d)`` of the products at catalog ``rows`` (0 for a query without words)."""
@@ -44,10 +54,13 @@ class TermMatch:
     def _query_vectors(self, query_words: list[str]) -> np.ndarray:
         new = sorted({w for w in query_words if w not in self.row})
         if new:
-            vectors = _unit(self.embed(new))
-            self.vectors = np.concatenate([self.vectors, vectors]) if len(self.vectors) else vectors
-            self.row.update({w: len(self.row) + i for i, w in enumerate(new)})
+            self._add(new, self.embed(new))
         return self.vectors[[self.row[w] for w in query_words]]
+
+    def _add(self, new: list[str], vectors: np.ndarray) -> None:
+        vectors = _unit(vectors)
+        self.vectors = np.concatenate([self.vectors, vectors]) if len(self.vectors) else vectors
+        self.row.update({w: len(self.row) + i for i, w in enumerate(new)})
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
