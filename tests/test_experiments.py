@@ -30,7 +30,8 @@ GIFT_CARD_ROWS = {"text_only": (["text"], "attention"), "image_only": (["image"]
                   "concat": (["image", "text"], "concat"), "attention": (["image", "text"], "attention")}
 
 
-MMREC_ROWS = {f"mmrec_{model}_{data}": (model, data) for model in ("bpr", "lightgcn", "mmgraph", "xsimgcl", "layergcn")
+MMREC_ROWS = {f"mmrec_{model}_{data}": (model, data) for model in ("bpr", "lightgcn", "mmgraph", "xsimgcl", "layergcn",
+                                                                          "freedom", "lgmrec")
               for data in ("baby", "sports")}
 MMREC_GRIDS = {"mmrec_lightgcn_grid": {"recommender.layers": ["1", "2", "3", "4"],
                                        "recommender.reg_weight": ["1e-2", "1e-3", "1e-4", "1e-5", "1e-6"]},
