@@ -232,3 +232,20 @@ def test_image_words_expand_documents_with_words_their_images_show():
     np.testing.assert_array_equal(expanded.scores(query), plain.scores(query))
     with pytest.raises(ValueError, match="2 expansions for 41 products"):
         BM25Retriever(expansions=[[], []]).fit(catalog)
+
+
+def test_baselines_score_queries_a_block_at_a_time_with_the_same_result(monkeypatch):
+    """Large catalogs: the baselines rank a few queries at a time (bounded memory); the metrics do not change."""
+    import gnn_mmsearch.evaluation.query_sets as query_sets
+
+    texts = ["red wallet", "coffee mug", "blue bag", "leather", "canvas bag"]
+    features = {"text": torch.randn(5, 3, generator=torch.Generator().manual_seed(0))}
+    sets = [query_sets.QuerySet("text_query", QueryBatch(texts, features), [0, 2, 1, 0, 1])]
+    baselines = {"bm25": {"name": "bm25"}, "raw_text": {"name": "raw", "modalities": ["text"]},
+                 "hybrid": {"name": "rrf", "retrievers": [{"name": "bm25"}, {"name": "raw", "modalities": ["text"]}]}}
+    whole = query_sets.evaluate_baselines(baselines, _catalog(), _features(), sets, None, (1, 2))
+    calls = []
+    monkeypatch.setattr(query_sets, "block_rows", lambda n: calls.append(n) or 2)
+    assert query_sets.evaluate_baselines(baselines, _catalog(), _features(), sets, None, (1, 2)) == whole
+    assert calls == [4] and len(whole) == 12
+    assert QueryBatch(texts, features).take(slice(3, 5)).texts == texts[3:]
