@@ -5,6 +5,12 @@ and metrics of ``gnn-mmsearch run`` at given catalog sizes, one run per size and
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/scale.py --sizes 20000 100000 --batching full --max-epochs 2 \\
         --runs-dir /work/scale_runs
     python benchmarks/scale.py --sizes 100000 1000000 --runs-dir /work/scale_runs --no-run     # aggregate only
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/scale.py --full-batch-step 50000 100000 200000 \
+        --runs-dir /work/scale_runs                            # memory of one full-batch training step
+
+``--full-batch-step`` measures where full batching stops fitting without extracting features: one training step of
+the default encoder over the whole generated catalog graph (random stand-ins for the MiniLM features, no images:
+memory does not depend on their values), each size in its own process: its peak RSS before and after the step.
 
 Every run uses ``LARGE`` (no images, titles only, relevance head off, FAISS IVF-PQ, ``eval.max_queries``; see
 benchmarks/README.md) plus ``--set`` overrides; its catalog and features are cached under ``<runs-dir>/cache``, so a
@@ -77,17 +83,64 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def full_batch_step(size: int, cache_dir: Path) -> dict:
+    """Peak RSS of one full-batch training step (forward, loss, backward) of the default encoder on the generated
+    ``size``-product catalog's graph; run it in a fresh process."""
+    import resource
+
+    import torch
+
+    from gnn_mmsearch.data import load_catalog, split_edges, split_products
+    from gnn_mmsearch.features import ProductFeatures
+    from gnn_mmsearch.models import EncoderConfig, MultimodalGraphEncoder
+    from gnn_mmsearch.training import TrainConfig, Trainer
+
+    catalog = load_catalog({"source": "synthetic", "num_products": size, "missing_image_rate": 1.0,
+                            "missing_description_rate": 1.0}, cache_dir / "catalogs")
+    split = split_edges(catalog, "also_buy", ["also_buy", "bought_together"], 0.1, 0.1, 0)
+    n, g = len(catalog), torch.Generator().manual_seed(0)
+    feats = ProductFeatures(torch.zeros(1, 1280).expand(n, -1), torch.zeros(n, dtype=torch.bool),
+                            torch.nn.functional.normalize(torch.randn(n, 384, generator=g), dim=-1),
+                            torch.ones(n, dtype=torch.bool))
+    model = MultimodalGraphEncoder(EncoderConfig(image_dim=1280, text_dim=384, hidden_dim=256, out_dim=128))
+    config = TrainConfig(batching="full")
+    trainer = Trainer(model, feats, split, split_products(n, 0.1, 0), config)
+    graph = split.message_passing("train")
+    del catalog
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    started = time.perf_counter()
+    batch = split.train[:, :config.batch_size]
+    trainer._step_loss(graph, batch, torch.randint(0, n, (config.num_negatives,), generator=g)).backward()
+    return {"size": n, "graph_edges": graph.size(1), "peak_rss_before_gib": before,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "step_s": time.perf_counter() - started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", required=True)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[])
     parser.add_argument("--batching", nargs="+", choices=["neighbor", "full"], default=["neighbor"])
     parser.add_argument("--max-epochs", type=int, default=3)
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every run")
     parser.add_argument("--runs-dir", type=Path, required=True)
     parser.add_argument("--no-run", action="store_true", help="aggregate the finished runs only")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale"))
+    parser.add_argument("--full-batch-step", type=int, nargs="+", metavar="SIZE",
+                        help="only measure one full-batch training step at these sizes")
+    parser.add_argument("--step-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.runs_dir.mkdir(parents=True, exist_ok=True)
+    if args.step_child:
+        print(json.dumps(full_batch_step(args.step_child, args.runs_dir / "cache")))
+        return
+    if args.full_batch_step:
+        steps = [json.loads(subprocess.run([sys.executable, __file__, "--runs-dir", str(args.runs_dir),
+                                            "--step-child", str(size)], check=True, capture_output=True,
+                                           text=True).stdout.splitlines()[-1]) for size in args.full_batch_step]
+        saved = args.out.parent / f"{args.out.name}_full_batch_step.json"
+        write_json(saved, steps)
+        print("\n".join(json.dumps(s) for s in steps))
+        return
     for size in sorted(args.sizes):
         for batching in args.batching:
             if not args.no_run:

@@ -87,9 +87,14 @@ def extract_features(
         with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-features-") as tmp:
             return extract_features(catalog, image_encoder, text_encoder, tmp, chunk_size)
     image_keys, image_inputs, image_missing, hash_failed = _image_keys(catalog)
-    image, image_ok, image_found = _cached_encode(
-        image_keys, image_inputs, image_encoder.encode, FeatureCache(cache_dir, image_encoder.config()),
-        chunk_size, "image features")
+    if image_inputs:
+        image, image_ok, image_found = _cached_encode(
+            image_keys, image_inputs, image_encoder.encode, FeatureCache(cache_dir, image_encoder.config()),
+            chunk_size, "image features")
+        image = torch.from_numpy(image)
+    else:  # no image at all (e.g. data.missing_image_rate=1): one zero row stands for every product, not N of them
+        image = torch.zeros(1, image_encoder.dim).expand(len(image_keys), -1)
+        image_ok = image_found = np.zeros(len(image_keys), dtype=bool)
     has_key = np.array([k is not None for k in image_keys], dtype=bool)
 
     texts = [p.text() for p in catalog.products]
@@ -112,7 +117,7 @@ def extract_features(
     log.info("text features: %d reused from cache, %d extracted, %d missing",
              stats["text_reused"], stats["text_extracted"], stats["text_missing"])
     return ProductFeatures(
-        image=torch.from_numpy(image), image_mask=torch.from_numpy(image_ok),
+        image=image, image_mask=torch.from_numpy(image_ok),
         text=torch.from_numpy(text), text_mask=torch.from_numpy(text_ok), stats=stats,
     )
 
