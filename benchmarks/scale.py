@@ -30,7 +30,8 @@ from gnn_mmsearch._atomic import write_json
 from gnn_mmsearch.run_dir import RunDir
 
 LARGE = ["logger=none", "data.missing_image_rate=1.0", "data.missing_description_rate=1.0", "relevance=none",
-         "index=faiss", "eval.max_queries=1000", "eval.examples=[]"]
+         "index=faiss", "eval.max_queries=1000", "eval.examples=[]", "~eval.baselines.raw_image",
+         "~eval.baselines.raw_concat"]
 METRICS = ("val/recall@10", "copurchase/recall@10", "graph_space/copurchase/recall@10", "text_query/recall@10",
            "attribute_query/ndcg@10", "index/recall@10")
 
@@ -61,7 +62,9 @@ def row(size: int, batching: str, runs_dir: Path) -> dict:
     info, metrics = run_dir.require("search").info(), run_dir.metrics()
     epochs = info["epoch_timings"]
     train_s = sum(e["train_s"] for e in epochs)
+    cap = [o.split("=", 1)[1] for o in measured["overrides"] if o.startswith("eval.max_queries=")][-1]
     return {"size": size, "batching": batching, "products": info["num_products"], "edges": info["num_edges"],
+            "max_queries": int(cap), "links_per_epoch": epochs[0]["links"],
             "epochs": len(epochs), "epoch_s": train_s / len(epochs),
             "validate_s": sum(e["validate_s"] for e in epochs) / len(epochs),
             "links_per_s": sum(e["links"] for e in epochs) / train_s, "peak_rss_gib": measured["peak_rss_gib"],
@@ -70,13 +73,15 @@ def row(size: int, batching: str, runs_dir: Path) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["products", "edges", "batching", "epochs", "s / epoch", "links/s", "validation s", "peak RSS GiB",
+    head = ["products", "edges", "batching", "links / epoch", "epochs", "s / epoch", "links/s", "validation s",
+            "eval.max_queries", "peak RSS GiB",
             "catalog s", "features s", "train s", "eval+index s", "wall s", *METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         t = r["timings_s"]
-        cells = [f"{r['products']:,}", f"{r['edges']:,}", r["batching"], r["epochs"], f"{r['epoch_s']:.1f}",
-                 f"{r['links_per_s']:,.0f}", f"{r['validate_s']:.1f}", f"{r['peak_rss_gib']:.2f}",
+        cells = [f"{r['products']:,}", f"{r['edges']:,}", r["batching"], f"{r['links_per_epoch']:,}", r["epochs"],
+                 f"{r['epoch_s']:.1f}", f"{r['links_per_s']:,.0f}", f"{r['validate_s']:.1f}", r["max_queries"],
+                 f"{r['peak_rss_gib']:.2f}",
                  f"{t['catalog_s']:.0f}", f"{t['features_s']:.0f}", f"{t['train_s']:.0f}", f"{t['eval_index_s']:.0f}",
                  f"{r['wall_s']:.0f}", *(f"{r['metrics'][k]:.4f}" if k in r["metrics"] else "–" for k in METRICS)]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
