@@ -173,10 +173,13 @@ class SearchEvalConfig:
     crossmodal_ks: List[int] = field(default_factory=lambda: [1, 5, 10])
     examples: Optional[List[str]] = None  # queries printed at the end of a run (None: 3 of the catalog's text queries)
     baselines: Dict[str, Any] = field(default_factory=dict)  # name -> {name: <retriever>, **options}
+    max_queries: Optional[int] = None  # large catalogs: at most this many query products per evaluation (seeded)
 
     def __post_init__(self):
         if not self.ks or min(self.ks + self.crossmodal_ks) < 1:
             raise ValueError(f"eval.ks must be positive, got {self.ks}")
+        if self.max_queries is not None and self.max_queries < 1:
+            raise ValueError(f"eval.max_queries must be at least 1 (or null: every query), got {self.max_queries}")
 
 
 @dataclass

@@ -32,7 +32,8 @@ def test_help_and_argument_errors_import_nothing_heavy():
 def test_run_prints_epochs_and_no_library_loading_messages(first_run):
     _, output = first_run
     assert not re.search(r"Loading weights|Loading SentenceTransformer|from checkpoint|weights from", output)
-    epochs = re.findall(r"\] - epoch (\d+): loss \d+\.\d{4}, val recall@10 \d\.\d{4} \(best \d\.\d{4}\)$", output,
+    epochs = re.findall(r"\] - epoch (\d+): loss \d+\.\d{4}, val recall@10 \d\.\d{4} \(best \d\.\d{4}\); "
+                        r"\d+\.\d s \(\d+ links/s\), validation \d+\.\d s$", output,
                         re.MULTILINE)
     assert epochs and epochs == [str(e) for e in range(1, len(epochs) + 1)]  # one line per epoch, in order
     assert re.search(r"relevance epoch 1: loss \d+\.\d{4}, validation \d\.\d{4}", output)

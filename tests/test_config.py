@@ -60,6 +60,7 @@ def test_task_recommend_composes_the_topn_groups():
     (["eval.baselines.bm25.name=nope"], "eval.baselines.bm25: unknown retriever 'nope'"),
     (["+eval.baselines.raw_text.k1=2"], "eval.baselines.raw_text: retriever 'raw' takes no option 'k1'"),
     (["train.monitor=loss"], "train.monitor must be recall|precision|ndcg|mrr@10|20"),
+    (["eval.max_queries=0"], "eval.max_queries must be at least 1 (or null: every query), got 0"),
     (["train.batching=mini"], "train.batching must be full|neighbor, got 'mini'"),
     (["train.batching=neighbor", "train.num_neighbors=[10]"],
      "train.num_neighbors needs one fan-out per GNN layer (model.gnn.layers=2), got [10]"),

@@ -82,6 +82,15 @@ def test_title_to_image_without_qualifying_queries_is_absent():
     assert evaluate_title_to_image(model, products, feats, torch.empty(2, 0, dtype=torch.long), [1, 2]) == {}
 
 
+def test_title_to_image_on_an_image_less_catalog_embeds_nothing():
+    """No product has an image (e.g. a large catalog generated without them): absent, and no graph forward is run."""
+    products = [Product(id=f"P{i}", title=f"title {i}") for i in range(3)]
+    feats = _features(3, [], torch.eye(3, 5), torch.eye(3, 5))
+    model = LookupModel(["image", "text"], {f"title {i}": [1.0, 0, 0, 0, 0] for i in range(3)})
+    model.forward = lambda *args: pytest.fail("an image-less catalog needs no image-only embeddings")
+    assert evaluate_title_to_image(model, products, feats, torch.empty(2, 0, dtype=torch.long), [0, 1, 2]) == {}
+
+
 @pytest.fixture()
 def encoder() -> MultimodalGraphEncoder:
     torch.manual_seed(0)

@@ -6,6 +6,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.utils import is_undirected
@@ -258,3 +259,23 @@ def test_edge_index_uses_insertion_order_rows(catalog):
     ei = catalog.edge_index(["also_buy"])
     assert ei.dtype == torch.long
     assert [(catalog.ids[s], catalog.ids[d]) for s, d in ei.t().tolist()] == [("A", "B"), ("C", "D")]
+
+
+@pytest.mark.parametrize("size", [1, 5, 300])
+def test_synthetic_pool_draws_what_rng_choice_draws(size):
+    """The generator's O(log n) weighted draw picks what ``rng.choice(pool, p=w / w.sum())`` picks from the same
+    random state (pool: the members, a few left out, a few others added), and consumes the same random numbers."""
+    from gnn_mmsearch.data.synthetic import _Pool
+
+    weight = np.random.default_rng(size).lognormal(3.0, 1.0, 1000)
+    members = np.sort(np.random.default_rng(size + 1).choice(1000, size, replace=False))
+    others = np.setdiff1d(np.arange(1000), members)
+    pool, ours, theirs = _Pool(members, weight), np.random.default_rng(7), np.random.default_rng(7)
+    for trial in range(300):
+        exclude = [int(members[trial % size]), int(others[trial])] if trial % 3 else []
+        extra = others[trial % 7:trial % 7 + trial % 4]
+        left = np.union1d(members[~np.isin(members, exclude)], np.setdiff1d(extra, exclude))
+        expected = int(theirs.choice(left, p=weight[left] / weight[left].sum())) if len(left) else None
+        assert pool.draw(ours, exclude, extra) == expected
+    assert ours.random() == theirs.random()
+    assert _Pool(members[:0], weight).draw(ours, [], [3]) == 3 and _Pool(members[:0], weight).draw(ours) is None

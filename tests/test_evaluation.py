@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from gnn_mmsearch.data import EdgeSplit, Product
 from gnn_mmsearch.evaluation import RetrievalMetrics, evaluate_copurchase, evaluate_queries, title_queries, top_k
 from gnn_mmsearch.evaluation.queries import title_query
+from gnn_mmsearch.evaluation.retrieval import block_rows, sample_queries
 
 
 def _pairs(*pairs) -> torch.Tensor:
@@ -144,6 +145,29 @@ def test_copurchase_at_test_time_excludes_val_links():
     # with an unrelated val link, 5 is an ordinary product and beats 1 for source 0
     other = _split(val=[(4, 9)], val_in_graph=False)
     assert evaluate_copurchase(emb, other, "test", ks=(1,))["recall@1"] == pytest.approx(0.75)
+
+
+def test_copurchase_max_queries_ranks_a_seeded_subset_of_the_sources():
+    """``max_queries`` keeps that many link endpoints (the same ones for the same seed), each with all its held-out
+    partners; not smaller than the endpoints, it changes nothing."""
+    emb = _embeddings({1: (0, 0.3), 3: (2, 0.3)})
+    split = _split()  # test endpoints 0, 1, 2, 3; only 0 and 1 find their partner at rank 1 when 1 sits by 0
+    emb[3] = _near(5, 3, 0.3)
+    full = evaluate_copurchase(emb, split, "test", ks=(1,))
+    assert full["recall@1"] == pytest.approx(0.5)
+    assert evaluate_copurchase(emb, split, "test", (1,), max_queries=4, seed=3) == full
+    got = {seed: evaluate_copurchase(emb, split, "test", (1,), max_queries=1, seed=seed)["recall@1"]
+           for seed in range(12)}
+    assert set(got.values()) == {0.0, 1.0}  # one endpoint at a time: found or not
+    assert evaluate_copurchase(emb, split, "test", (1,), max_queries=1, seed=5)["recall@1"] == got[5]
+
+
+def test_sample_queries_and_block_rows():
+    assert sample_queries(range(10), None, 0) == list(range(10)) == sample_queries(range(10), 10, 0)
+    picked = sample_queries(range(100, 200), 7, 1)
+    assert len(set(picked)) == 7 and picked == sorted(picked) and picked == sample_queries(range(100, 200), 7, 1)
+    assert picked != sample_queries(range(100, 200), 7, 2)
+    assert block_rows(2_000) == 4096 and block_rows(1_000_000) == 33 and block_rows(10**9) == 1
 
 
 def test_copurchase_metric_keys():

@@ -248,3 +248,37 @@ def test_infonce_value_on_orthonormal_pairs():
     expected_first = -torch.log(torch.exp(torch.tensor(1 / t)) / (2 * torch.exp(torch.tensor(1 / t)) + 3))
     expected_rest = -torch.log(torch.exp(torch.tensor(1 / t)) / (torch.exp(torch.tensor(1 / t)) + 4))
     torch.testing.assert_close(with_neg, (expected_first + 3 * expected_rest) / 4)
+
+
+@pytest.mark.parametrize("fusion", ["attention", "concat", "weighted"])
+def test_a_modality_no_product_has_is_not_projected_and_changes_nothing(fusion):
+    """An image-less catalog (one zero row expanded to N) skips the image projection; the embeddings are those the
+    projection would give, since the fusion ignores masked tokens."""
+    model = _small_encoder(fusion=fusion)
+    _, _, text, text_mask = _features()
+    image, no_image = torch.zeros(1, 20).expand(10, -1), torch.zeros(10, dtype=torch.bool)
+    calls = []
+    model.proj["image"].register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        got = model(image, no_image, text, text_mask, RING)
+        assert not calls
+        tokens = torch.stack([model.proj["image"](image), model.proj["text"](text)], dim=1)
+        h = model.gnn(model.fusion(tokens, torch.stack([no_image, text_mask], 1)), RING)
+    torch.testing.assert_close(got, F.normalize(model.head(h), dim=-1))
+
+
+def test_inference_fuses_large_catalogs_a_block_of_rows_at_a_time(monkeypatch):
+    """Without gradients, products are projected and fused in blocks of ``FUSE_ROWS`` rows: same embeddings, same
+    modality weights, only the graph propagation sees every product at once."""
+    import gnn_mmsearch.models.encoder as encoder
+
+    model = _small_encoder()
+    with torch.no_grad():
+        whole = model(*_features(), RING)
+        weights = model.fusion.last_weights
+        monkeypatch.setattr(encoder, "FUSE_ROWS", 3)
+        calls = []
+        model.fusion.register_forward_hook(lambda module, args, out: calls.append(args[0].size(0)))
+        torch.testing.assert_close(model(*_features(), RING), whole)
+    assert calls == [3, 3, 3, 1]
+    torch.testing.assert_close(model.fusion.last_weights, weights)

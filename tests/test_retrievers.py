@@ -299,3 +299,20 @@ def test_hybrid_term_match_puts_the_product_matching_every_word_first():
     matched = HybridRetrieval(head, index, catalog.index_of, depth=4, terms=terms, match_weight=10.0).search(
         query, ["red wallet"], 4)
     assert matched.ids[0][0] == "A" and set(matched.ids[0]) == set(plain.ids[0])
+
+
+def test_baselines_score_queries_a_block_at_a_time_with_the_same_result(monkeypatch):
+    """Large catalogs: the baselines rank a few queries at a time (bounded memory); the metrics do not change."""
+    import gnn_mmsearch.evaluation.query_sets as query_sets
+
+    texts = ["red wallet", "coffee mug", "blue bag", "leather", "canvas bag"]
+    features = {"text": torch.randn(5, 3, generator=torch.Generator().manual_seed(0))}
+    sets = [query_sets.QuerySet("text_query", QueryBatch(texts, features), [0, 2, 1, 0, 1])]
+    baselines = {"bm25": {"name": "bm25"}, "raw_text": {"name": "raw", "modalities": ["text"]},
+                 "hybrid": {"name": "rrf", "retrievers": [{"name": "bm25"}, {"name": "raw", "modalities": ["text"]}]}}
+    whole = query_sets.evaluate_baselines(baselines, _catalog(), _features(), sets, None, (1, 2))
+    calls = []
+    monkeypatch.setattr(query_sets, "block_rows", lambda n: calls.append(n) or 2)
+    assert query_sets.evaluate_baselines(baselines, _catalog(), _features(), sets, None, (1, 2)) == whole
+    assert calls == [4] and len(whole) == 12
+    assert QueryBatch(texts, features).take(slice(3, 5)).texts == texts[3:]

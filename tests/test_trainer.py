@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+from torch_geometric.utils import subgraph
 
 from gnn_mmsearch.data import SyntheticConfig, generate, split_edges, split_products
 from gnn_mmsearch.features import ProductFeatures
@@ -174,6 +175,21 @@ def test_neighbor_sampler_fan_out():
     assert sub.size(1) == 4 and (sub[0] != sub[1]).all()  # the two sampled links, both directions
     nodes, sub = NeighborSampler(edge_index, 9, [-1, -1]).sample(torch.tensor([1]))
     assert nodes.tolist() == list(range(7)) and sub.size(1) == 12  # 2 hops from 1: not 7; 8 is isolated
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_neighbor_sampler_subgraph_is_pygs_induced_subgraph(seed):
+    """The subgraph read off the CSR is PyG's ``subgraph`` of the sampled nodes: same links, same order (so a step
+    propagates exactly what it did when every step scanned all links)."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = torch.randint(0, 200, (2, 600), generator=g)
+    pairs = pairs[:, pairs[0] != pairs[1]]
+    edge_index = torch.cat([pairs, pairs.flip(0)], 1)[:, torch.randperm(2 * pairs.size(1), generator=g)]
+    sampler = NeighborSampler(edge_index, 210, [3, 2])
+    for _ in range(5):
+        nodes, sub = sampler.sample(torch.randint(0, 210, (8,), generator=g), g)
+        expected, _ = subgraph(nodes, edge_index, relabel_nodes=True, num_nodes=210)
+        assert torch.equal(sub, expected)
 
 
 @pytest.mark.parametrize("kwargs, message", [

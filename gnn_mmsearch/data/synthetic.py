@@ -223,44 +223,90 @@ def _complements(cat: str) -> set[str]:
     return out
 
 
+class _Pool:
+    """Products drawn in proportion to a weight, as ``rng.choice(pool, p=w / w.sum())`` draws them (one uniform
+    number per draw, the same product up to float rounding), in O(log n) a draw after an O(n) setup, so a large
+    catalog is generated in O(n log n). A draw may leave out a few members (``exclude``) and add a few other
+    products (``extra``). ``members`` must be sorted."""
+
+    def __init__(self, members: np.ndarray, weight: np.ndarray):
+        self.members, self.all_weights = members, weight
+        self.cum = np.cumsum(weight[members])
+
+    def draw(self, rng, exclude=(), extra=()) -> int | None:
+        """A product of ``members - exclude + extra`` (``None``, drawing nothing, when that is empty)."""
+        exclude = np.unique(np.asarray(exclude, dtype=np.int64))
+        extra = np.setdiff1d(np.asarray(extra, dtype=np.int64), exclude)
+        pos = np.searchsorted(self.members, exclude).clip(max=max(len(self.members) - 1, 0))
+        exclude = exclude[self.members[pos] == exclude] if len(self.members) else exclude[:0]
+        if len(exclude) == len(self.members) and not len(extra):
+            return None
+        w = self.all_weights
+        total = (self.cum[-1] if len(self.members) else 0.0) + w[extra].sum() - w[exclude].sum()
+        target = rng.random() * total
+        # walk the few added and left-out products in id order; `shift` is what they add before the current one
+        events = sorted([(int(v), w[v]) for v in extra] + [(int(v), -w[v]) for v in exclude])
+        shift = 0.0
+        for v, dw in events:
+            p = int(np.searchsorted(self.members, v))
+            if p and self.cum[p - 1] + shift > target:  # the draw falls among the members before v
+                break
+            if dw > 0 and (self.cum[p - 1] if p else 0.0) + shift + dw > target:
+                return v  # on the added product v itself
+            shift += dw
+        j = int(np.searchsorted(self.cum, target - shift, side="right"))
+        if j < len(self.members):
+            return int(self.members[j])
+        tail = np.setdiff1d(np.concatenate([self.members[-len(exclude) - 1:], extra]), exclude)
+        return int(tail[-1])  # float rounding past the end: the pool's last product
+
+
+def _groups(keys: np.ndarray) -> dict:
+    """``key -> sorted indices of keys equal to it``, in O(n log n)."""
+    order = np.argsort(keys, kind="stable")
+    values, starts = np.unique(keys[order], return_index=True)
+    return {k.item(): g for k, g in zip(values, np.split(order, starts[1:]))}
+
+
 def _sample_edges(rng, cats, collection, colors, popularity, ids, baskets_per_product: float) -> list[Edge]:
     """Co-purchase links from shopping baskets: an anchor plus 1-3 complements, every pair in a basket linked."""
     n = len(ids)
-    by_coll = {int(c): np.flatnonzero(collection == c) for c in np.unique(collection)}
+    by_coll = _groups(collection)
+    by_cat_color = _groups(np.char.add(np.char.add(cats, "\t"), colors))
     comp_mask = {c: np.isin(cats, list(_complements(c))) for c in CATEGORIES}
     weight = popularity / popularity.sum()
+    everyone = _Pool(np.arange(n), weight)
+    complement_pools: dict[tuple[str, str], _Pool] = {}  # (category, colour) -> its complements of that colour
     also_buy, together, also_view = set(), set(), set()
 
-    def pick(candidates: np.ndarray, taken: list[int]) -> int | None:
-        candidates = candidates[~np.isin(candidates, taken)]
-        if candidates.size == 0:
-            return None
-        w = weight[candidates]
-        return int(rng.choice(candidates, p=w / w.sum()))
-
     for _ in range(int(baskets_per_product * n)):
-        anchor = int(rng.choice(n, p=weight))
+        anchor = everyone.draw(rng)
         same = by_coll[int(collection[anchor])]
         basket = [anchor]
         for _ in range(1 + min(2, rng.poisson(0.8))):
             r = rng.random()
             if r < 0.75:
-                cand = same[comp_mask[cats[anchor]][same]]
+                pool = _Pool(same[comp_mask[cats[anchor]][same]], weight)
             elif r < 0.95:
-                cand = np.flatnonzero(comp_mask[cats[anchor]] & (colors == colors[anchor]))
+                key = (cats[anchor], colors[anchor])
+                if key not in complement_pools:
+                    complement_pools[key] = _Pool(np.flatnonzero(comp_mask[key[0]] & (colors == key[1])), weight)
+                pool = complement_pools[key]
             else:
-                cand = np.arange(n)
-            j = pick(cand, basket)
+                pool = everyone
+            j = pool.draw(rng, basket)
             if j is not None:
                 basket.append(j)
         pairs = {(min(a, b), max(a, b)) for k, a in enumerate(basket) for b in basket[k + 1:]}
         also_buy |= pairs
         if len(basket) > 1 and collection[basket[1]] == collection[anchor] and rng.random() < 0.3:
             together.add((min(anchor, basket[1]), max(anchor, basket[1])))
+    substitutes = {key: _Pool(members, weight) for key, members in by_cat_color.items()}
     for i in range(n):
-        for _ in range(rng.poisson(1.5)):
-            cand = np.flatnonzero((cats == cats[i]) & ((collection == collection[i]) | (colors == colors[i])))
-            j = pick(cand, [i])
+        for _ in range(rng.poisson(1.5)):  # substitutes: same category, same collection or colour
+            coll = by_coll[int(collection[i])]
+            others = coll[(cats[coll] == cats[i]) & (colors[coll] != colors[i])]  # same collection, other colour
+            j = substitutes[f"{cats[i]}\t{colors[i]}"].draw(rng, [i], others)
             if j is not None:
                 also_view.add((min(i, j), max(i, j)))
     out = [Edge(ids[a], ids[b], "also_buy") for a, b in sorted(also_buy)]
@@ -273,17 +319,25 @@ def _sample_interactions(rng, num_users, collection, coll_domain, domain, popula
                          per_user: tuple[int, int] = (5, 29)) -> list[Interaction]:
     domain = np.asarray(domain)
     num_coll = len(coll_domain)
+    weight = popularity / popularity.sum()
+    by_coll, by_domain = _groups(np.asarray(collection)), _groups(domain)
+    everyone = _Pool(np.arange(len(ids)), weight)
+    domain_pools: dict[tuple[str, ...], _Pool] = {}
     out = []
     for u in range(num_users):
         liked = rng.choice(num_coll, size=int(rng.integers(1, 4)), replace=False)
-        in_liked = np.flatnonzero(np.isin(collection, liked))
-        in_domain = np.flatnonzero(np.isin(domain, [coll_domain[c] for c in liked]))
+        in_liked = _Pool(np.sort(np.concatenate([by_coll.get(int(c), np.zeros(0, dtype=np.int64)) for c in liked])),
+                         weight)
+        domains = tuple(sorted({coll_domain[c] for c in liked}))
+        if domains not in domain_pools:
+            domain_pools[domains] = _Pool(np.sort(np.concatenate([by_domain.get(d, np.zeros(0, dtype=np.int64))
+                                                                  for d in domains])), weight)
         t = 1_600_000_000.0 + rng.uniform(0, 3e7)
         for _ in range(int(rng.integers(per_user[0], per_user[1] + 1))):
             r = rng.random()
-            pool = in_liked if r < 0.7 else in_domain if r < 0.9 else np.arange(len(ids))
-            w = popularity[pool] / popularity[pool].sum()
-            item = int(rng.choice(pool, p=w))
+            # (liked collections may all be empty in a large catalog: their share goes to their domains)
+            pool = in_liked if r < 0.7 and len(in_liked.members) else domain_pools[domains] if r < 0.9 else everyone
+            item = pool.draw(rng)
             t += rng.exponential(86400 * 3)
             out.append(Interaction(f"U{u:05d}", ids[item], round(t, 1), float(rng.integers(3, 6))))
     return out

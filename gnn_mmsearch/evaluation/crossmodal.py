@@ -30,8 +30,9 @@ def image_only_embeddings(model: torch.nn.Module, features: ProductFeatures, edg
 def evaluate_title_to_image(model: torch.nn.Module, products: Sequence[Product], features: ProductFeatures,
                             edge_index: torch.Tensor, query_rows: Iterable[int], ks=(1, 5, 10)) -> dict[str, float]:
     """``recall/precision/ndcg/mrr@k`` of title queries for the products at ``query_rows`` that have an image and a
-    title, ranked among all products with an image; empty when the model has no image modality or no row qualifies."""
-    if "image" not in model.config.modalities:
+    title, ranked among all products with an image; empty when the model has no image modality, no product has an image
+    (nothing is embedded then) or no row qualifies."""
+    if "image" not in model.config.modalities or not features.image_mask.any():
         return {}
     return title_to_image(lambda titles: model.encode_query(text=titles), image_only_embeddings(model, features, edge_index),
                           products, features, query_rows, ks)

@@ -27,7 +27,7 @@ from ..ranking.modal import split_query_features
 from .attribute_queries import attribute_queries, graded_metrics, ground_truth, relevance
 from .image_queries import image_queries
 from .queries import title_queries
-from .retrieval import RetrievalMetrics, evaluate_copurchase, top_k
+from .retrieval import RetrievalMetrics, block_rows, evaluate_copurchase, top_k
 
 
 @dataclass
@@ -94,25 +94,32 @@ def evaluate_served(searcher, sets: Sequence[QuerySet], ks: Sequence[int]) -> di
 
 
 def evaluate_baselines(baselines: Mapping[str, Mapping], catalog: Catalog, features: ProductFeatures,
-                       sets: Sequence[QuerySet], split: EdgeSplit | None, ks: Sequence[int]) -> dict[str, float]:
+                       sets: Sequence[QuerySet], split: EdgeSplit | None, ks: Sequence[int],
+                       max_queries: int | None = None, seed: int = 0) -> dict[str, float]:
     """``baseline/<name>/<set>/{recall,ndcg}@k`` for every baseline and query set it answers, plus (with a
-    ``split``) ``baseline/<name>/copurchase/...`` for baselines that answer product queries."""
-    out = {}
+    ``split``) ``baseline/<name>/copurchase/...`` for baselines that answer product queries (at most
+    ``max_queries`` of them, drawn with ``seed``). Queries are scored a block at a time (bounded memory)."""
+    out, block = {}, block_rows(len(catalog))
     for name, spec in baselines.items():
         spec = dict(spec)
         retriever = RETRIEVERS.create(spec.pop("name"), **spec).fit(catalog, features)
         for qs in sets:
             if retriever.supports(qs.queries):
-                scores = torch.from_numpy(retriever.scores(qs.queries))
-                ranked = scores.topk(min(max(ks), scores.size(1)), dim=1).indices
+                ranked = torch.cat([_top(retriever.scores(qs.queries.take(slice(start, start + block))), max(ks))
+                                    for start in range(0, len(qs.queries), block)])
                 metrics = qs.score(ranked, ks, ("recall", "ndcg"))
                 out.update({f"baseline/{name}/{qs.name}/{k}": v for k, v in metrics.items()})
         product_scores = retriever.product_scores() if split is not None else None
         if product_scores is not None:
-            metrics = evaluate_copurchase(product_scores, split, "test", ks)
+            metrics = evaluate_copurchase(product_scores, split, "test", ks, max_queries, seed)
             out.update({f"baseline/{name}/copurchase/{k}": metrics[k] for k in metrics if k.split("@")[0] in
                         ("recall", "ndcg")})
     return out
+
+
+def _top(scores: np.ndarray, k: int) -> torch.Tensor:
+    scores = torch.from_numpy(scores)
+    return scores.topk(min(k, scores.size(1)), dim=1).indices
 
 
 HEADLINE = ("text_query/recall@10", "attribute_query/ndcg@10", "image_query/recall@10", "copurchase/recall@10",

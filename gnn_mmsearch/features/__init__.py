@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Encode = Callable[..., tuple[np.ndarray, np.ndarray]]
+PROGRESS_EVERY_S = 60.0
 
 
 @dataclass
@@ -85,9 +87,14 @@ def extract_features(
         with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-features-") as tmp:
             return extract_features(catalog, image_encoder, text_encoder, tmp, chunk_size)
     image_keys, image_inputs, image_missing, hash_failed = _image_keys(catalog)
-    image, image_ok, image_found = _cached_encode(
-        image_keys, image_inputs, image_encoder.encode, FeatureCache(cache_dir, image_encoder.config()),
-        chunk_size, "image features")
+    if image_inputs:
+        image, image_ok, image_found = _cached_encode(
+            image_keys, image_inputs, image_encoder.encode, FeatureCache(cache_dir, image_encoder.config()),
+            chunk_size, "image features")
+        image = torch.from_numpy(image)
+    else:  # no image at all (e.g. data.missing_image_rate=1): one zero row stands for every product, not N of them
+        image = torch.zeros(1, image_encoder.dim).expand(len(image_keys), -1)
+        image_ok = image_found = np.zeros(len(image_keys), dtype=bool)
     has_key = np.array([k is not None for k in image_keys], dtype=bool)
 
     texts = [p.text() for p in catalog.products]
@@ -110,7 +117,7 @@ def extract_features(
     log.info("text features: %d reused from cache, %d extracted, %d missing",
              stats["text_reused"], stats["text_extracted"], stats["text_missing"])
     return ProductFeatures(
-        image=torch.from_numpy(image), image_mask=torch.from_numpy(image_ok),
+        image=image, image_mask=torch.from_numpy(image_ok),
         text=torch.from_numpy(text), text_mask=torch.from_numpy(text_ok), stats=stats,
     )
 
@@ -144,10 +151,12 @@ def _cached_encode(
     chunk_size: int,
     desc: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(vectors [N, dim], ok [N], found_in_cache [N])`` for per-row keys (``None``: no input, not ok)."""
+    """``(vectors [N, dim], ok [N], found_in_cache [N])`` for per-row keys (``None``: no input, not ok). Long
+    extractions also log their progress every ``PROGRESS_EVERY_S`` (the bar is off without a terminal)."""
     unique = list(inputs)
     vectors, found, ok = cache.lookup(unique)
     todo = np.flatnonzero(~found)
+    started = last = time.monotonic()
     with tqdm(total=len(todo), desc=desc, unit="item", disable=None) as bar:
         for start in range(0, len(todo), chunk_size):
             idx = todo[start:start + chunk_size]
@@ -155,6 +164,9 @@ def _cached_encode(
             vectors[idx], ok[idx] = encode([inputs[k] for k in chunk_keys], progress=False)
             cache.store(chunk_keys, vectors[idx], ok[idx])
             bar.update(len(idx))
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last, done = time.monotonic(), start + len(idx)
+                log.info("%s: %d/%d extracted (%.0f/s)", desc, done, len(todo), done / (last - started))
     # a zero, not-ok, not-found sentinel row at index -1 serves the rows without a key
     position = {key: j for j, key in enumerate(unique)}
     rows = np.array([-1 if k is None else position[k] for k in keys], dtype=np.int64)

@@ -19,6 +19,7 @@ from ..data import load_catalog, split_edges, split_products
 from ..device import resolve_device
 from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
 from ..evaluation.crossmodal import title_to_image
+from ..evaluation.retrieval import sample_queries
 from ..evaluation.query_sets import (QuerySet, evaluate_baselines, evaluate_model, evaluate_served, query_sets,
                                       side_by_side)
 from ..features import build_image_encoder, build_text_encoder, extract_features
@@ -92,14 +93,14 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
 
     t = time.perf_counter()
     trainer = Trainer(model, feats, split, holdout, TrainConfig(**cfg.train), seed=cfg.seed,
-                      on_epoch_end=tracker.log_epoch)
+                      on_epoch_end=tracker.log_epoch, max_val_queries=cfg.eval.max_queries)
     history = trainer.fit()
     timings["train_s"] = time.perf_counter() - t
     if not distributed.is_main():
         return {}
 
     t = time.perf_counter()
-    ks = tuple(cfg.eval.ks)
+    ks, cap = tuple(cfg.eval.ks), cfg.eval.max_queries
     with torch.no_grad():  # graph embeddings on the training device; serving embeddings propagate over every link
         emb_val, emb_test, emb = (trainer.embed(graph).cpu() for graph in (
             split.message_passing("val"), split.message_passing("test"),
@@ -108,19 +109,19 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     metrics = best_validation(history, cfg.train.monitor)
     served_key = f"val/copurchase_served/{cfg.train.monitor}"  # what the weights are chosen on
     weights, metrics[served_key] = choose_weights(
-        lambda scores: evaluate_copurchase(scores, split, "val", (10, 20))[cfg.train.monitor], emb_val,
+        lambda scores: evaluate_copurchase(scores, split, "val", (10, 20), cap, cfg.seed)[cfg.train.monitor], emb_val,
         cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights)
     log.info("product queries: common-neighbour weight %g, popularity weight %g (validation %s %.4f)",
              weights.adjacency, weights.popularity, cfg.train.monitor, metrics[served_key])
     metrics.update({f"copurchase/{k}": v for k, v in evaluate_copurchase(weights.scores(emb_test), split, "test",
-                                                                          ks).items()})
+                                                                          ks, cap, cfg.seed).items()})
     metrics.update({f"graph_space/copurchase/{k}": v
-                    for k, v in evaluate_copurchase(emb_test, split, "test", ks).items()})
-    held_out = holdout.nonzero().flatten().tolist()
+                    for k, v in evaluate_copurchase(emb_test, split, "test", ks, cap, cfg.seed).items()})
+    held_out = sample_queries(holdout.nonzero().flatten(), cap, cfg.seed)
     with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-queries-") as work_dir:
         sets = query_sets(catalog, model, held_out, cfg.seed, Path(work_dir))
     metrics.update({f"graph_space/{k}": v for k, v in evaluate_model(model.embed_queries, sets, emb_test, ks).items()})
-    metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks))
+    metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks, cap, cfg.seed))
     head, head_history, validation_sets, started = None, [], [], time.perf_counter()
     if cfg.relevance.enabled:
         head, head_history, validation_sets = fit_relevance_head(cfg, catalog, feats, model, holdout)
@@ -196,7 +197,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         "copurchase_weights": dataclasses.asdict(weights), "fusion_weights": fusion,
         "data_fingerprint": catalog.fingerprint(), "catalog": catalog.name,
         "catalog_root": str(catalog.root.resolve()), "num_products": len(catalog), "num_edges": len(catalog.edges),
-        "features": feats.stats, "epochs": len(history), "timings_s": timings})
+        "features": feats.stats, "epochs": len(history), "timings_s": timings,
+        "epoch_timings": trainer.epoch_timings})
 
     print(format_metrics({k: v for k, v in metrics.items() if not k.startswith(("baseline/", "graph_space/"))}))
     print(f"\nside by side (baselines: eval.baselines):\n{side_by_side(metrics)}")
@@ -219,8 +221,9 @@ def fit_relevance_head(cfg: DictConfig, catalog, feats, encoder: MultimodalGraph
                                             types))
     train_cfg = RelevanceTrainConfig(**r.train)
     validation, train_products = validation_split(holdout, train_cfg.validation_ratio, cfg.seed)
+    rows = sample_queries(validation.nonzero().flatten(), cfg.eval.max_queries, cfg.seed + 100)
     with tempfile.TemporaryDirectory(prefix="gnn-mmsearch-validation-") as work_dir:
-        sets = query_sets(catalog, encoder, validation.nonzero().flatten().tolist(), cfg.seed + 100, Path(work_dir))
+        sets = query_sets(catalog, encoder, rows, cfg.seed + 100, Path(work_dir))
     try:
         history = train_relevance(head, catalog, feats, encoder, sets, train_products, train_cfg, cfg.seed)
     except NoPseudoQueries as err:

@@ -57,6 +57,9 @@ def _tower(hidden_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
 
 
+FUSE_ROWS = 65536  # inference: products projected and fused at a time (see forward)
+
+
 class MultimodalGraphEncoder(Pretrained, nn.Module):
     config_class = EncoderConfig
 
@@ -77,14 +80,31 @@ class MultimodalGraphEncoder(Pretrained, nn.Module):
     # ------------------------------------------------------------------ tensors in, embeddings out
     def forward(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                 edge_index: torch.Tensor | None = None) -> torch.Tensor:
-        """Product embeddings ``[N, out_dim]`` (unit norm) from features, masks and an (undirected) edge index."""
-        tokens = torch.stack([self.proj["image"](image), self.proj["text"](text)], dim=1)
-        mask = torch.stack([image_mask, text_mask], dim=1) & self.enabled
-        h = self.fusion(tokens, mask)
+        """Product embeddings ``[N, out_dim]`` (unit norm) from features, masks and an (undirected) edge index.
+        Without gradients, more than ``FUSE_ROWS`` products are projected and fused a block of rows at a time
+        (bounded memory on large catalogs); only the graph propagation sees them all at once."""
+        n = image.size(0)
+        if torch.is_grad_enabled() or n <= FUSE_ROWS:
+            h = self._fuse(image, image_mask, text, text_mask)
+        else:
+            blocks, weights = [], []
+            for rows in (slice(s, s + FUSE_ROWS) for s in range(0, n, FUSE_ROWS)):
+                blocks.append(self._fuse(image[rows], image_mask[rows], text[rows], text_mask[rows]))
+                weights.append(self.fusion.last_weights)
+            h = torch.cat(blocks)
+            self.fusion.last_weights = torch.cat(weights) if all(w is not None for w in weights) else None
         if edge_index is None:
             edge_index = torch.empty(2, 0, dtype=torch.long, device=h.device)
         h = self.gnn(h, edge_index)
         return F.normalize(self.head(h), dim=-1)
+
+    def _fuse(self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+              ) -> torch.Tensor:
+        """Per-product vectors ``[N, hidden]`` before propagation. A modality none of these products has is not
+        projected (the fusion ignores masked tokens: zeros stand in)."""
+        tokens = torch.stack([self.proj[m](x) if present.any() else x.new_zeros(x.size(0), self.config.hidden_dim)
+                              for m, x, present in (("image", image, image_mask), ("text", text, text_mask))], dim=1)
+        return self.fusion(tokens, torch.stack([image_mask, text_mask], dim=1) & self.enabled)
 
     def embed_query_features(self, text: torch.Tensor | None = None, image: torch.Tensor | None = None) -> torch.Tensor:
         """Query embeddings ``[Q, out_dim]`` from text and/or image features (both given: their normalised sum)."""

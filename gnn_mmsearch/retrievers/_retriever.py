@@ -34,6 +34,11 @@ class QueryBatch:
     def __len__(self) -> int:
         return len(self.texts) if self.texts is not None else len(next(iter(self.features.values())))
 
+    def take(self, rows: slice) -> "QueryBatch":
+        """The queries at ``rows``."""
+        return QueryBatch(self.texts[rows] if self.texts is not None else None,
+                          {m: f[rows] for m, f in self.features.items()})
+
 
 class Retriever:
     def fit(self, catalog: Catalog, features: ProductFeatures) -> "Retriever":

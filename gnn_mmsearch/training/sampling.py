@@ -1,12 +1,12 @@
 """Fan-out neighbour sampling for mini-batch training: GraphSAGE-style, the sampling of PyG's ``NeighborLoader``
 with ``subgraph_type="induced"``, in plain torch (PyG's loaders need ``pyg-lib`` or ``torch-sparse`` compiled
-for the installed torch)."""
+for the installed torch). The adjacency is a CSR built once per sampler, so a step costs O(its subgraph's links),
+never O(all links)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torch_geometric.utils import subgraph
 
 
 class NeighborSampler:
@@ -19,7 +19,7 @@ class NeighborSampler:
     def __init__(self, edge_index: torch.Tensor, num_nodes: int, num_neighbors: Sequence[int]):
         order = torch.argsort(edge_index[0], stable=True)
         self.edge_index, self.num_nodes, self.num_neighbors = edge_index, num_nodes, list(num_neighbors)
-        self.col = edge_index[1, order]
+        self.col, self.edge_id = edge_index[1, order], order
         degree = torch.bincount(edge_index[0], minlength=num_nodes)
         self.rowptr = torch.cat([degree.new_zeros(1), degree.cumsum(0)])
 
@@ -33,19 +33,33 @@ class NeighborSampler:
             frontier = reached[~torch.isin(reached, nodes)]
             nodes = torch.cat([nodes, frontier])
         nodes = nodes.sort().values
-        edge_index, _ = subgraph(nodes, self.edge_index, relabel_nodes=True, num_nodes=self.num_nodes)
-        return nodes, edge_index
+        return nodes, self._induced(nodes)
 
-    def _neighbors(self, nodes: torch.Tensor, fan_out: int, generator: torch.Generator | None) -> torch.Tensor:
-        """Up to ``fan_out`` neighbours of each of ``nodes``, drawn without replacement (flattened)."""
+    def _induced(self, nodes: torch.Tensor) -> torch.Tensor:
+        """The links among the sorted ``nodes``, relabelled to their positions, in ``edge_index`` order (what
+        ``torch_geometric.utils.subgraph`` returns), read off the adjacency lists of ``nodes`` alone."""
+        segment, slots = self._adjacency(nodes)
+        col = self.col[slots]
+        pos = torch.searchsorted(nodes, col).clamp(max=nodes.numel() - 1)
+        keep = nodes[pos] == col
+        order = torch.argsort(self.edge_id[slots[keep]])
+        return torch.stack([segment[keep][order], pos[keep][order]])
+
+    def _adjacency(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every link leaving ``nodes``, flattened: ``(position in nodes of its source, its CSR slot)``."""
         start, degree = self.rowptr[nodes], self.rowptr[nodes + 1] - self.rowptr[nodes]
         segment = torch.repeat_interleave(torch.arange(nodes.numel(), device=nodes.device), degree)
         first = degree.cumsum(0) - degree  # each node's first slot among the flattened neighbour lists
-        slot = torch.arange(segment.numel(), device=nodes.device) - first[segment]
-        neighbors = self.col[start[segment] + slot]
+        return segment, start[segment] + torch.arange(segment.numel(), device=nodes.device) - first[segment]
+
+    def _neighbors(self, nodes: torch.Tensor, fan_out: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Up to ``fan_out`` neighbours of each of ``nodes``, drawn without replacement (flattened)."""
+        segment, slots = self._adjacency(nodes)
+        neighbors = self.col[slots]
         if fan_out < 0:
             return neighbors
         # a random order inside each node's list (sort by node, then by a random key); keep the first fan_out
         key = torch.rand(segment.numel(), generator=generator, device=nodes.device, dtype=torch.float64)
         order = torch.argsort(segment.double() + key)
-        return neighbors[order][slot < fan_out]  # segments stay in place, so slot is the rank in the new order
+        rank = slots - self.rowptr[nodes][segment]  # segments stay in place: a link's rank in the new order
+        return neighbors[order][rank < fan_out]

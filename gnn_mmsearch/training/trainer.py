@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -66,13 +67,15 @@ class Trainer:
 
     Each epoch a fresh ``supervision_ratio`` of the train links becomes the target set and is removed from the
     message-passing graph (PyG's ``disjoint_train_ratio`` idea, resampled per epoch), so the encoder cannot
-    read a target link off its own input; val/test links are never in it.
+    read a target link off its own input; val/test links are never in it. ``max_val_queries`` caps the products
+    each validation ranks (``eval.max_queries``).
     """
 
     def __init__(self, model: MultimodalGraphEncoder, features: ProductFeatures, split: EdgeSplit,
                  query_holdout: torch.Tensor, config: TrainConfig, seed: int = 0,
-                 on_epoch_end: Callable[[dict], None] | None = None):
+                 on_epoch_end: Callable[[dict], None] | None = None, max_val_queries: int | None = None):
         self.model, self.split, self.config = model, split, config
+        self.seed, self.max_val_queries = seed, max_val_queries
         self.device = next(model.parameters()).device  # features, links and sampling follow the model
         self.features = features.to(self.device)
         holdout = query_holdout.to(self.device)
@@ -85,6 +88,7 @@ class Trainer:
         self.sample_generator = torch.Generator(self.device).manual_seed(seed + 1_000_003 * distributed.rank())
         self.on_epoch_end = on_epoch_end
         self.history: list[dict] = []
+        self.epoch_timings: list[dict] = []  # per epoch: train_s, links (supervised), validate_s (rank 0)
 
     def embed(self, edge_index: torch.Tensor, nodes: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings of all products, or of ``nodes`` only with ``edge_index`` over their positions (a subgraph)."""
@@ -106,6 +110,7 @@ class Trainer:
                    disable=None if distributed.is_main() else True)
         for epoch in bar:
             self.model.train()
+            started = time.perf_counter()
             perm = train_links[:, torch.randperm(train_links.size(1), generator=self.generator, device=device)]
             n_sup = max(1, int(cfg.supervision_ratio * perm.size(1)))
             targets = perm[:, :n_sup]
@@ -124,17 +129,22 @@ class Trainer:
                 opt.step()
                 total, steps = total + loss.detach(), steps + 1
             row = {"epoch": epoch, "train/loss": distributed.all_reduce_sum(total).item() / max(1, steps * world)}
+            timing = {"train_s": time.perf_counter() - started, "links": n_sup}  # steps and sampling, no validation
             stop = False
             if distributed.is_main():
+                started = time.perf_counter()
                 row.update(self.validate())
+                timing["validate_s"] = time.perf_counter() - started
                 score = row[f"val/{cfg.monitor}"]
                 bar.set_postfix(loss=f"{row['train/loss']:.3f}", **{cfg.monitor: f"{score:.4f}"})
                 stop = stopper.step(score)
-                log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f)", epoch, row["train/loss"], cfg.monitor,
-                         score, stopper.best)
+                log.info("epoch %d: loss %.4f, val %s %.4f (best %.4f); %.1f s (%.0f links/s), validation %.1f s",
+                         epoch, row["train/loss"], cfg.monitor, score, stopper.best, timing["train_s"],
+                         n_sup / timing["train_s"], timing["validate_s"])
                 if stop:
                     log.info("early stop at epoch %d (best val %s %.4f)", epoch, cfg.monitor, stopper.best)
             self.history.append(row)
+            self.epoch_timings.append(timing)
             if self.on_epoch_end:
                 self.on_epoch_end(row)
             if distributed.from_main(stop, device):
@@ -173,5 +183,6 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        metrics = evaluate_copurchase(self.embed(self.split.message_passing("val")).cpu(), self.split, "val", ks=(10, 20))
+        metrics = evaluate_copurchase(self.embed(self.split.message_passing("val")).cpu(), self.split, "val",
+                                      (10, 20), self.max_val_queries, self.seed)
         return {f"val/{k}": v for k, v in metrics.items()}
