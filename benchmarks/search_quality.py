@@ -1,5 +1,5 @@
 """Search quality side by side: what ``gnn-mmsearch search`` serves, the graph space alone and every baseline
-(BM25, raw MiniLM / EfficientNet kNN, their concatenation, BM25 + MiniLM reciprocal rank fusion, and for product
+(BM25 with and without a title boost, raw MiniLM / EfficientNet kNN, their concatenation, BM25 + MiniLM reciprocal rank fusion, and for product
 queries co-purchase popularity and common neighbours), mean ± std over
 seeds, each figure from the same runs (``baseline/<name>/...`` keys of each run's ``metrics.json``).
 
@@ -20,9 +20,9 @@ from pathlib import Path
 from gnn_mmsearch.evaluation.query_sets import HEADLINE
 from gnn_mmsearch.run_dir import RunDir
 
-ROWS = {"served": "served (relevance head + BM25 with image-word expansion + query classifier + term match for "
-                  "text/image; graph + co-purchase signals for products)", "graph_space": "graph space alone",
-        "bm25": "BM25", "raw_text": "raw MiniLM kNN", "raw_image": "raw EfficientNet kNN",
+ROWS = {"served": "served (relevance head + BM25 with title boost and image-word expansion + query classifier + term "
+                  "match for text/image; graph + co-purchase signals for products)", "graph_space": "graph space alone",
+        "bm25": "BM25", "bm25_title": "BM25, title boosted (title^3)", "raw_text": "raw MiniLM kNN", "raw_image": "raw EfficientNet kNN",
         "raw_concat": "raw concat kNN", "hybrid": "BM25 + MiniLM RRF", "popularity": "popularity (co-purchase degree)",
         "common_neighbours": "common neighbours (co-purchase graph)"}
 

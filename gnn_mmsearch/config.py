@@ -85,6 +85,7 @@ class RelevanceHeadConfig:
     bm25_weights: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     image_weights: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
     category_weights: List[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 4.0, 8.0])  # query classifier
+    title_weights: List[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0])  # BM25's title boost
     expansion_weights: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0])  # BM25's image words
     match_weights: List[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0])  # term match
     title_tolerance: float = 0.005  # validation title recall@10 may trail the best baseline's by this much
@@ -97,7 +98,8 @@ class RelevanceHeadConfig:
                 raise ValueError(f"relevance.{name} must be >= 1, got {getattr(self, name)}")
         if self.title_tolerance < 0:
             raise ValueError(f"relevance.title_tolerance must be >= 0, got {self.title_tolerance}")
-        for name in ("bm25_weights", "image_weights", "category_weights", "expansion_weights", "match_weights"):
+        for name in ("bm25_weights", "image_weights", "category_weights", "title_weights", "expansion_weights",
+                     "match_weights"):
             values = list(getattr(self, name))
             if not values or min(values) < 0:
                 raise ValueError(f"relevance.{name} must be a non-empty list of weights >= 0, got {values}")

@@ -35,6 +35,26 @@ def test_bm25_ranks_by_terms_and_never_returns_products_without_text():
     assert not bm25.supports(QueryBatch(features={"image": torch.ones(1, 2)})) and bm25.product_scores() is None
 
 
+def test_bm25_title_boost_puts_products_whose_title_names_the_query_first():
+    from gnn_mmsearch.retrievers.bm25 import BM25Retriever
+
+    catalog = Catalog([Product("A", title="travel mug", description="a gift card inside every gift card box " * 3),
+                       Product("B", title="gift card"), Product("C", title="blue canvas bag")])
+    query = QueryBatch(["gift card"])
+    assert np.argmax(BM25Retriever().fit(catalog).scores(query)[0]) == 0  # the description repeats the words
+    boosted = BM25Retriever(title_weight=2.0).fit(catalog)
+    scores = boosted.scores(query)[0]
+    assert np.argmax(scores) == 1 and scores[2] == 0.0
+    boosted.title_weight = 0.0
+    np.testing.assert_array_equal(boosted.scores(query), BM25Retriever().fit(catalog).scores(query))
+    unfitted = BM25Retriever().fit(catalog)
+    unfitted.title_weight = 1.0
+    with pytest.raises(ValueError, match="without a title field"):
+        unfitted.scores(query)
+    with pytest.raises(ValueError, match="title_weight must be >= 0"):
+        BM25Retriever(title_weight=-1.0)
+
+
 def test_raw_feature_retriever_is_cosine_knn_over_present_features():
     raw = RETRIEVERS.create("raw", modalities=["image"]).fit(_catalog(), _features())
     scores = raw.scores(QueryBatch(features={"image": torch.tensor([[0.0, 2.0]])}))

@@ -32,7 +32,8 @@ def test_run_saves_the_image_expansion_the_served_bm25_indexes(run_dir, searcher
     assert all(0 < len(words) <= saved["top_k"] for words in saved["words"].values())
     weights = json.loads((run_dir / "run.json").read_text())["fusion_weights"]
     bm25 = searcher.hybrid.bm25
-    assert bm25.expansion_weight == weights["expansion"]
+    assert bm25.expansion_weight == weights["expansion"] and bm25.title_weight == weights["title"]
+    assert (bm25.title is not None) == bool(weights["title"])
     assert bm25.expansions == [saved["words"].get(pid, []) for pid in searcher.catalog.ids]
     textless = [pid for pid, p in zip(searcher.catalog.ids, searcher.catalog.products)
                 if not (p.title or p.description or p.brand) and pid in saved["words"]]

@@ -155,7 +155,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         titles = [qs for qs in validation_sets if qs.name == "text_query"]
         baseline = evaluate_baselines(cfg.eval.baselines, catalog, feats, titles, None, (10,))
         floor = max((v for k, v in baseline.items() if k.endswith("/text_query/recall@10")), default=None)
-        grids = {"bm25": cfg.relevance.bm25_weights, "expansion": cfg.relevance.expansion_weights,
+        grids = {"bm25": cfg.relevance.bm25_weights, "title": cfg.relevance.title_weights,
+                 "expansion": cfg.relevance.expansion_weights,
                  "category": cfg.relevance.category_weights, "match": cfg.relevance.match_weights,
                  "image": cfg.relevance.image_weights}
         if expansions is None:
@@ -271,6 +272,7 @@ def relevance_retrieval(cfg: DictConfig, head: RelevanceEncoder, catalog, feats,
     r = cfg.relevance
     return hybrid_retrieval(r, head, index, catalog, modal.get("image"), {
         "bm25": max(r.bm25_weights), "image": max(r.image_weights), "category": max(r.category_weights),
+        "title": max(r.title_weights),
         "expansion": max(r.expansion_weights), "match": max(r.match_weights)}, expansions,
         text_features)
 

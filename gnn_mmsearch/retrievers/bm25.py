@@ -1,4 +1,5 @@
-"""BM25 (``bm25s``) over each product's title, description and brand (plus, when given, its expansion words)."""
+"""BM25 (``bm25s``) over each product's title, description and brand (plus, when given, a title field and expansion
+words)."""
 from __future__ import annotations
 
 import logging
@@ -18,20 +19,28 @@ def product_document(product: Product) -> str:
 
 @RETRIEVERS.register("bm25")
 class BM25Retriever(Retriever):
-    """Lucene-style BM25 with English stopwords; products without text score ``-inf``.
+    """Lucene-style BM25 with English stopwords; products without text score ``-inf``. Other fields add their own
+    BM25 score at their weight (Elasticsearch's ``multi_match`` of type ``most_fields``)::
 
-    ``expansions``: extra words per product, in catalog order (``retrievers/expansion.py``), indexed as a second
-    field: ``score = bm25(text) + expansion_weight * bm25(expansion words)``, so a word a product's text holds
-    counts more than one only its image suggests, and a product with expansion words but no text is found too."""
+        score = bm25(text) + title_weight * bm25(title) + expansion_weight * bm25(expansion words)
+
+    ``title_weight``: a title boost (fixed at :meth:`fit`: 0 indexes no title field), so a product whose title names
+    the query words outranks one whose long description repeats them. ``expansions``: extra words per product, in
+    catalog order (``retrievers/expansion.py``), so a word a product's text holds counts more than one only its
+    image suggests, and a product with expansion words but no text is found too."""
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, expansions: Sequence[Sequence[str]] | None = None,
-                 expansion_weight: float = 1.0):
+                 expansion_weight: float = 1.0, title_weight: float = 0.0):
+        if title_weight < 0:
+            raise ValueError(f"title_weight must be >= 0, got {title_weight}")
         self.k1, self.b, self.expansions, self.expansion_weight = k1, b, expansions, expansion_weight
+        self.title_weight = title_weight
 
     def fit(self, catalog: Catalog, features: ProductFeatures | None = None) -> "BM25Retriever":
         docs = [product_document(p) for p in catalog.products]
         self.has_text = np.array([bool(d) for d in docs])
         self.model = _index(docs, self.k1, self.b)
+        self.title = _index([p.title or "" for p in catalog.products], self.k1, self.b) if self.title_weight else None
         self.expansion = None
         if self.expansions is not None:
             if len(self.expansions) != len(catalog):
@@ -50,6 +59,10 @@ class BM25Retriever(Retriever):
         tokens = bm25s.tokenize(list(queries.texts), stopwords="en", return_ids=False, show_progress=False)
         out = _scores(self.model, tokens, len(self.has_text))
         visible = self.has_text
+        if self.title_weight:
+            if self.title is None:
+                raise ValueError("title_weight > 0 on a BM25 fitted without a title field (title_weight 0 at fit)")
+            out += self.title_weight * _scores(self.title, tokens, len(self.has_text))
         if self.expansion is not None and self.expansion_weight:
             out += self.expansion_weight * _scores(self.expansion, tokens, len(self.has_text))
             visible = visible | self.has_expansion

@@ -9,8 +9,8 @@ and the raw image features (image queries).
     score(d)  <- (score(d) + w_category * P(type(d) | query text)) / (1 + w_category)    # the query classifier
     score(d)  <- (score(d) + w_match * match(query text, d)) / (1 + w_match)              # term match
 
-so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun)
-and, with expansion (``expansion.py``), the words a product's image shows that its text lacks, at their own weight;
+so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun),
+with a title boost the products whose title names them, and, with expansion (``expansion.py``), the words a product's image shows that its text lacks, at their own weight;
 the raw EfficientNet cosine keeps near-copies of a query photo on top (joined by score, not rank, so a near-copy's
 margin survives); the head brings synonyms, images for words and products without text; the query classifier
 keeps the named product type on top ("striped watch": watches before striped watch bands); the term match
@@ -49,6 +49,16 @@ class HybridRetrieval:
         self.depth, self.bm25_weight, self.image_weight, self.k = depth, bm25_weight, image_weight, k
         self.types, self.category_weight = types, category_weight
         self.terms, self.match_weight = terms, match_weight
+
+    @property
+    def title_weight(self) -> float:
+        """BM25's title boost (0 without BM25)."""
+        return self.bm25.title_weight if self.bm25 is not None else 0.0
+
+    @title_weight.setter
+    def title_weight(self, weight: float) -> None:
+        if self.bm25 is not None:
+            self.bm25.title_weight = weight
 
     @property
     def expansion_weight(self) -> float:
