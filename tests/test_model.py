@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torch_geometric.utils import to_torch_csr_tensor as to_csr, to_undirected
+
 from gnn_mmsearch.layers import CONVS, FUSIONS, GraphPropagation
 from gnn_mmsearch.losses import InfoNCELoss
 from gnn_mmsearch.models import EncoderConfig, MultimodalGraphEncoder
@@ -132,6 +134,25 @@ def test_lightgcn_has_no_weights_and_averages_layers():
     edges = torch.tensor([[0, 1], [1, 0]])
     # two nodes joined by one edge: the normalised neighbour average of node 0 is node 1 -> mean(x0, x1)
     torch.testing.assert_close(prop(x, edges), (x + x.flip(0)) / 2)
+
+
+@pytest.mark.parametrize("conv", ["lightgcn", "sage"])
+def test_large_graph_inference_propagates_through_a_sparse_adjacency(conv, monkeypatch):
+    import gnn_mmsearch.layers.graph as graph
+
+    prop = GraphPropagation(H, 2, conv).eval()
+    x, edges = torch.randn(40, H), to_undirected(torch.randint(0, 40, (2, 200)))  # as Catalog.to_pyg gives
+    with torch.no_grad():
+        messages = prop(x, edges)
+        monkeypatch.setattr(graph, "SPARSE_MESSAGES", 0)
+        calls = []
+        monkeypatch.setattr(graph, "to_torch_csr_tensor", lambda *a, **k: calls.append(1) or to_csr(*a, **k))
+        sparse = prop(x, edges)
+    assert calls == [1]
+    torch.testing.assert_close(sparse, messages, atol=1e-5, rtol=1e-5)
+    calls.clear()
+    prop(x, edges).sum().backward() if any(p.requires_grad for p in prop.parameters()) else prop(x, edges)
+    assert calls == []  # training keeps the edge index
 
 
 def test_unknown_conv_is_rejected():

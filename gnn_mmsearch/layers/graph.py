@@ -4,7 +4,9 @@ Convolutions come from the :data:`CONVS` registry (``model.gnn.conv``, options `
 ``lightgcn`` (default) is PyG's ``LGConv``: symmetric GCN-normalised neighbour averaging with no weights
 (He et al., LightGCN, 2020); ``gcn`` / ``sage`` / ``gat`` are PyG's ``GCNConv`` / ``SAGEConv`` / ``GATConv``. A
 convolution with parameters is followed by LayerNorm, ReLU and dropout. Averaging the outputs of every depth (as LightGCN and
-jumping-knowledge networks do) keeps each product's own content in its embedding.
+jumping-knowledge networks do) keeps each product's own content in its embedding. Without gradients, a large graph
+given as an edge index is propagated through a sparse adjacency instead (``lightgcn`` and ``sage``: the same sums,
+fused into one sparse product), so no ``[links, dim]`` message tensor is materialised.
 
 Also the graph helpers the recommenders share: :func:`normalized_adjacency`, :func:`csr_tensor`, :func:`spmm`
 (a sparse product with a precomputed transpose for the backward pass) and :func:`knn_graph` (cosine kNN).
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, LGConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import to_torch_csr_tensor
 
 from .._registry import Registry
 
@@ -52,6 +55,8 @@ class SymmetricLGConv(LGConv):
     def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return spmm(adj_t, x)
 
+
+SPARSE_MESSAGES = 1 << 26  # inference: links x dim above which propagation goes through a sparse adjacency
 
 CONVS: Registry = Registry("convolution")  # name -> factory(dim, **conv_kwargs) -> a MessagePassing layer
 
@@ -95,10 +100,17 @@ class GraphPropagation(nn.Module):
             for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor, edge_index) -> torch.Tensor:
-        outs = [x]
+        if (not torch.is_grad_enabled() and isinstance(edge_index, torch.Tensor) and edge_index.layout == torch.strided
+                and edge_index.size(1) * x.size(1) > SPARSE_MESSAGES
+                and all(isinstance(c, (LGConv, SAGEConv)) for c in self.convs)):
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                edge_index = to_torch_csr_tensor(edge_index.flip(0), size=(x.size(0), x.size(0)))  # adj_t
+        total, h = x, x
         for conv, post in zip(self.convs, self.post):
-            outs.append(post(conv(outs[-1], edge_index)))
-        return torch.stack(outs).mean(0)
+            h = post(conv(h, edge_index))
+            total = total + h  # a running sum: one [N, dim] buffer, not a stack of every layer's output
+        return total / (len(self.convs) + 1)
 
 
 def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
