@@ -121,8 +121,8 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     side = lines[end + 1:lines.index("", end + 1)]  # then what is served next to the graph space and every baseline
     assert side[0] == "side by side (baselines: eval.baselines):" and side[1].split()[:2] == ["model", "text_query/recall@10"]
     rows = {line[:line.index("  ")]: line.split()[-5:] for line in side[2:]}
-    assert set(rows) == {"served (trained)", "graph space", "bm25", "raw_text", "raw_image", "raw_concat", "hybrid",
-                         "popularity", "common_neighbours"}
+    assert set(rows) == {"served (trained)", "graph space", "bm25", "bm25_title", "raw_text", "raw_image", "raw_concat",
+                         "hybrid", "popularity", "common_neighbours"}
     assert float(rows["bm25"][0]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
     assert float(rows["served (trained)"][0]) == pytest.approx(metrics["text_query/recall@10"], abs=1e-4)
     lines = [line for line in lines if line.strip()]

@@ -6,7 +6,9 @@ chunks against that deadline, so a server that trickles bytes cannot hold a work
 HTTP 5xx and truncated bodies (fewer bytes than ``Content-Length``) are retried with exponential backoff; other HTTP
 errors (404, ...), bodies that are not images and images that do not decode to the end fail at once. Files already
 on disk (non-empty) are skipped, so an interrupted download resumes where it stopped. Ctrl-C stops the workers
-promptly and raises :class:`DownloadInterrupted`, which carries the report of what was done.
+promptly and raises :class:`DownloadInterrupted`, which carries the report of what was done: called from the main
+thread, SIGINT only sets a flag the download loop polls, so it never lands inside the executor's locks (a
+KeyboardInterrupt raised there can leave a future's lock held and the shutdown waiting forever).
 """
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ import csv
 import http.client
 import io
 import logging
+import signal
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -165,24 +169,27 @@ def download_images(items: Iterable[tuple[str, str]], out_dir: str | Path, worke
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=workers)
     futures: dict[Future, tuple[str, str]] = {}
-    seen: set[Future] = set()
-    try:  # from the first submit: a Ctrl-C at any point stops the workers (else exit would wait for them)
-        for item_id, url, path in todo:
-            futures[pool.submit(download_one, url, path, timeout, retries, backoff, stop)] = (item_id, url)
-        with tqdm(total=len(todo), desc="download images", unit="img", disable=None) as bar:
-            for future in as_completed(futures):
-                seen.add(future)
-                record(future)
-                bar.update()
-    except KeyboardInterrupt:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)  # running downloads return within one read or backoff
-        for future in futures.keys() - seen:
+    pending: set[Future] = set()
+    with _sigint_sets(stop):
+        try:
+            for item_id, url, path in todo:
+                if stop.is_set():
+                    break
+                futures[pool.submit(download_one, url, path, timeout, retries, backoff, stop)] = (item_id, url)
+            pending = set(futures)
+            with tqdm(total=len(todo), desc="download images", unit="img", disable=None) as bar:
+                while pending and not stop.is_set():
+                    done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(future)
+                    bar.update(len(done))
+        finally:  # on Ctrl-C running downloads return within one read or backoff, queued ones are cancelled
+            pool.shutdown(wait=True, cancel_futures=True)
+    if stop.is_set():
+        for future in pending:
             record(future)
         report.not_done += len(todo) - len(futures)  # never submitted
         report.interrupted = True
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
     report.failed = dict(sorted(failed.items()))
     report.failures.sort(key=lambda f: f["id"])
     log.info("images: %d downloaded, %d skipped (on disk), %d failed %s", report.downloaded, report.skipped,
@@ -190,6 +197,20 @@ def download_images(items: Iterable[tuple[str, str]], out_dir: str | Path, worke
     if report.interrupted:
         raise DownloadInterrupted(report)
     return report
+
+
+@contextmanager
+def _sigint_sets(event: threading.Event) -> Iterator[None]:
+    """Within the block, Ctrl-C sets ``event`` instead of raising KeyboardInterrupt (main thread only: elsewhere
+    Python delivers no signal anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def catalog_image_urls(catalog_dir: str | Path) -> Iterator[tuple[str, str]]:
