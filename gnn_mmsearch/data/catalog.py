@@ -113,6 +113,7 @@ class Catalog:
                 continue
             self.index_of[p.id] = len(self.products)
             self.products.append(p)
+        self.ids: list[str] = list(self.index_of)  # product ids in catalog order (built once: read per product at 1M)
         self.edges: list[Edge] = []
         dropped = 0
         for e in edges:
@@ -130,10 +131,6 @@ class Catalog:
     def __repr__(self) -> str:
         return (f"Catalog(name={self.name!r}, products={len(self)}, edges={len(self.edges)}, "
                 f"interactions={len(self.interactions)})")
-
-    @property
-    def ids(self) -> list[str]:
-        return [p.id for p in self.products]
 
     def image_file(self, product: Product) -> Path | None:
         """Absolute path of a product's image, or ``None``."""

@@ -181,8 +181,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         vectors = model.embed_queries(text.queries.features).detach().numpy()
         served = [searcher.pipeline.query(v, index.vectors, modal=m)
                   for v, m in zip(vectors, split_query_features(text.queries.features, searcher.pipeline.table.modal))]
-        ids = catalog.ids
-        metrics.update(served_query_metrics(searcher, vectors, served, [ids[i] for i in text.targets], min(ks),
+        metrics.update(served_query_metrics(searcher, vectors, served, [catalog.ids[i] for i in text.targets], min(ks),
                                             text.queries.features, text.queries.texts))
 
     model.save_pretrained(run / run.ENCODER)
@@ -256,8 +255,7 @@ def build_index(index_cfg: DictConfig, emb: np.ndarray, catalog, rows) -> Vector
     index = create_index(options.pop("kind"), dim=emb.shape[1], **options)
     attributes = index_attributes(catalog)
     rows = list(rows)
-    ids = catalog.ids
-    index.add(emb[rows], [ids[i] for i in rows], [attributes[i] for i in rows])
+    index.add(emb[rows], [catalog.ids[i] for i in rows], [attributes[i] for i in rows])
     return index
 
 
