@@ -51,9 +51,9 @@ def hybrid_retrieval(relevance, head: RelevanceEncoder, index: VectorIndex, cata
                      text_features: Callable[[list[str]], torch.Tensor] | None = None,
                      term_vectors: Path | None = None) -> HybridRetrieval:
     """The served first stage of text / image queries (``relevance``: the run's config block; ``weights``: the
-    fusion weights of ``bm25``, ``image``, ``category``, ``title``, ``expansion`` and ``match``; ``expansions``: words added to
-    each product's BM25 document, in catalog order, see ``retrievers/expansion.py``; ``text_features``: raw text
-    features of words, for the term match, whose saved word vectors ``term_vectors`` are read when it exists)."""
+    fusion weights of ``bm25``, ``image``, ``category``, ``title``, ``expansion`` and ``match``; ``expansions``: words
+    added to each product's BM25 document, in catalog order, see ``retrievers/expansion.py``; ``text_features``: raw
+    text features of words, for the term match, whose saved word vectors ``term_vectors`` are read when it exists)."""
     bm25 = BM25Retriever(expansions=expansions, expansion_weight=weights.get("expansion", 0.0),
                          title_weight=weights.get("title", 0.0)).fit(catalog) \
         if weights["bm25"] else None

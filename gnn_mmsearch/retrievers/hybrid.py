@@ -10,7 +10,8 @@ and the raw image features (image queries).
     score(d)  <- (score(d) + w_match * match(query text, d)) / (1 + w_match)              # term match
 
 so a product first for every ranking scores 1. BM25 brings exact terms (a brand, a model name, a typo-free noun),
-with a title boost the products whose title names them, and, with expansion (``expansion.py``), the words a product's image shows that its text lacks, at their own weight;
+with a title boost the products whose title names them, and, with expansion (``expansion.py``), the words a
+product's image shows that its text lacks, at their own weight;
 the raw EfficientNet cosine keeps near-copies of a query photo on top (joined by score, not rank, so a near-copy's
 margin survives); the head brings synonyms, images for words and products without text; the query classifier
 keeps the named product type on top ("striped watch": watches before striped watch bands); the term match
@@ -33,6 +34,18 @@ from .fusion import ranks, reciprocal_rank_fusion
 from .term_match import TermMatch
 
 
+def _bm25_weight(name: str, doc: str) -> property:
+    """A weight of the hybrid's BM25, read and set through the hybrid (so fusion weights are chosen alike)."""
+    def get(self) -> float:
+        return getattr(self.bm25, name) if self.bm25 is not None else 0.0
+
+    def set(self, weight: float) -> None:
+        if self.bm25 is not None:
+            setattr(self.bm25, name, weight)
+
+    return property(get, set, doc=doc)
+
+
 class HybridRetrieval:
     def __init__(self, head: RelevanceEncoder, index: VectorIndex, rows: Mapping[str, int],
                  bm25: BM25Retriever | None = None, images: tuple[np.ndarray, np.ndarray] | None = None,
@@ -50,25 +63,9 @@ class HybridRetrieval:
         self.types, self.category_weight = types, category_weight
         self.terms, self.match_weight = terms, match_weight
 
-    @property
-    def title_weight(self) -> float:
-        """BM25's title boost (0 without BM25)."""
-        return self.bm25.title_weight if self.bm25 is not None else 0.0
-
-    @title_weight.setter
-    def title_weight(self, weight: float) -> None:
-        if self.bm25 is not None:
-            self.bm25.title_weight = weight
-
-    @property
-    def expansion_weight(self) -> float:
-        """BM25's weight of the words expansion added to product documents (0 without BM25)."""
-        return self.bm25.expansion_weight if self.bm25 is not None else 0.0
-
-    @expansion_weight.setter
-    def expansion_weight(self, weight: float) -> None:
-        if self.bm25 is not None:
-            self.bm25.expansion_weight = weight
+    title_weight = _bm25_weight("title_weight", "BM25's title boost (0 without BM25).")
+    expansion_weight = _bm25_weight("expansion_weight", "BM25's weight of the words expansion added to product "
+                                                        "documents (0 without BM25).")
 
     @torch.no_grad()
     def search(self, features: Mapping[str, torch.Tensor], texts: Sequence[str] | None, k: int,
