@@ -69,6 +69,7 @@ def test_raw_feature_retriever_is_cosine_knn_over_present_features():
 
 def test_reciprocal_rank_fusion():
     np.testing.assert_array_equal(ranks(np.array([[0.1, 0.9, -np.inf, 0.5]])), [[3, 1, np.inf, 2]])
+    np.testing.assert_array_equal(ranks(np.array([[0.5, 0.9, 0.5, 0.1]])), [[2, 1, 2, 4]])  # ties share a rank
     rrf = RETRIEVERS.create("rrf").fit(_catalog(), _features())  # default: BM25 + raw text
     queries = QueryBatch(["red wallet"], {"text": torch.tensor([[1.0, 0, 0]])})
     scores = rrf.scores(queries)
@@ -81,6 +82,28 @@ def test_reciprocal_rank_fusion():
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Catalog:
     return generate(SyntheticConfig(num_products=150, num_users=5, image_size=32, seed=3), tmp_path_factory.mktemp("c"))
+
+
+def test_fusion_weights_are_chosen_by_coordinate_ascent_until_a_pass_changes_nothing(monkeypatch):
+    from types import SimpleNamespace
+
+    import gnn_mmsearch.training.relevance as relevance
+
+    hybrid = SimpleNamespace(bm25_weight=0.0, match_weight=1.0)
+    calls = []
+
+    def served(searcher, sets, ks):  # best at bm25 2 with match 0; bm25 1 is best while match is still 1
+        calls.append((hybrid.bm25_weight, hybrid.match_weight))
+        best = {1.0: 1.0, 0.0: 2.0}[hybrid.match_weight]
+        return {"text_query/recall@10": 0.5 - abs(hybrid.bm25_weight - best) / 10 + (hybrid.match_weight == 0) / 10}
+
+    monkeypatch.setattr(relevance, "evaluate_served", served)
+    text = SimpleNamespace(name="text_query")
+    chosen, metrics = relevance.choose_fusion_weights(SimpleNamespace(hybrid=hybrid), [text],
+                                                      {"bm25": [0.0, 1.0, 2.0], "match": [0.0, 1.0]})
+    assert chosen == {"bm25": 2.0, "match": 0.0} and (hybrid.bm25_weight, hybrid.match_weight) == (2.0, 0.0)
+    assert metrics["text_query/recall@10"] == pytest.approx(0.6)
+    assert len(calls) == 3 * 5  # pass 1 moves both weights, pass 2 moves bm25, pass 3 changes nothing
 
 
 def test_attribute_queries_and_graded_relevance(synthetic):

@@ -207,11 +207,13 @@ def validation_objective(metrics: dict[str, float]) -> float:
 
 
 def choose_fusion_weights(searcher, validation_sets: Sequence[QuerySet], grids: dict[str, Sequence[float]],
-                          title_floor: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
+                          title_floor: float | None = None, max_passes: int = 3
+                          ) -> tuple[dict[str, float], dict[str, float]]:
     """The fusion weights of ``searcher.hybrid`` (``bm25``, ``category``: text query sets; ``image``: image
-    queries), one after the other in ``grids`` order, each the grid point with the best served
+    queries) by coordinate ascent: one after the other in ``grids`` order, each the grid point with the best served
     :func:`validation_objective` (ties: the first) less 10x any shortfall of title recall@10 below ``title_floor``
-    (what the best baseline scores, less a tolerance); sets them and returns them with the validation metrics."""
+    (what the best baseline scores, less a tolerance), in passes until one changes nothing (at most
+    ``max_passes``); sets them and returns them with the validation metrics."""
     hybrid, chosen, metrics = searcher.hybrid, {}, {}
 
     def selection(scored: dict[str, float]) -> float:
@@ -219,17 +221,21 @@ def choose_fusion_weights(searcher, validation_sets: Sequence[QuerySet], grids: 
         shortfall = max(0.0, title_floor - title) if title_floor is not None and title is not None else 0.0
         return validation_objective(scored) - 10 * shortfall
 
-    for name, grid in grids.items():
-        sets = [qs for qs in validation_sets if (qs.name == "image_query") == (name == "image")]
-        best, best_value, best_metrics = getattr(hybrid, f"{name}_weight"), -np.inf, {}
-        for weight in grid if sets else ():
-            setattr(hybrid, f"{name}_weight", weight)
-            scored = evaluate_served(searcher, sets, (10,))
-            if selection(scored) > best_value:
-                best, best_value, best_metrics = weight, selection(scored), scored
-        setattr(hybrid, f"{name}_weight", best)
-        chosen[name] = best
-        metrics.update(best_metrics)
+    for _ in range(max_passes):
+        before = dict(chosen)
+        for name, grid in grids.items():
+            sets = [qs for qs in validation_sets if (qs.name == "image_query") == (name == "image")]
+            best, best_value, best_metrics = getattr(hybrid, f"{name}_weight"), -np.inf, {}
+            for weight in grid if sets else ():
+                setattr(hybrid, f"{name}_weight", weight)
+                scored = evaluate_served(searcher, sets, (10,))
+                if selection(scored) > best_value:
+                    best, best_value, best_metrics = weight, selection(scored), scored
+            setattr(hybrid, f"{name}_weight", best)
+            chosen[name] = best
+            metrics.update(best_metrics)
+        if chosen == before:
+            break
     return chosen, metrics
 
 
