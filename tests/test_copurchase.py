@@ -6,7 +6,7 @@ import torch
 from gnn_mmsearch.index import Filter, create_index
 from gnn_mmsearch.retrievers import RETRIEVERS
 from gnn_mmsearch.retrievers.copurchase import (CopurchaseGraph, CopurchaseRetrieval, CopurchaseWeights,
-                                                choose_weights)
+                                                choose_weights, selection_value)
 
 # a star around 0 (1, 2, 3) plus the path 3 - 4 - 5; product 5 is isolated from 0's neighbourhood
 EDGES = torch.tensor([[0, 0, 0, 3, 4], [1, 2, 3, 4, 5]])
@@ -34,15 +34,17 @@ def test_weights_add_the_graph_signals_to_the_embedding_scores():
     assert CopurchaseWeights(popularity=1.0).scores(None)(rows, g).argmax(1).tolist() == [0, 0]
 
 
-def test_choose_weights_takes_the_best_grid_point_and_the_smaller_on_ties():
+def test_choose_weights_takes_the_best_mean_at_10_and_20_and_the_smaller_weights_on_ties():
     seen = []
 
     def evaluate(scores):
         seen.append(scores)
-        return 0.5 if len(seen) > 1 else 0.1  # every grid point but the first scores the same
+        first = len(seen) == 1  # best at @10 alone; every later grid point scores the same, better at @10 and @20
+        return {"recall@10": 0.6, "recall@20": 0.6} if first else {"recall@10": 0.5, "recall@20": 0.9}
 
-    weights, value = choose_weights(evaluate, torch.eye(3), [0.0, 1.0], [0.0, 2.0])
-    assert len(seen) == 4 and value == 0.5 and weights == CopurchaseWeights(1.0, 0.0)
+    weights, metrics = choose_weights(evaluate, torch.eye(3), [0.0, 1.0], [0.0, 2.0])
+    assert len(seen) == 4 and metrics == {"recall@10": 0.5, "recall@20": 0.9} and weights == CopurchaseWeights(1.0, 0.0)
+    assert selection_value(metrics) == pytest.approx(0.7)
 
 
 def test_graph_baselines_answer_product_queries_only():

@@ -75,8 +75,8 @@ def test_run_directory_contents(run_dir, catalog):
                 "text_query/ndcg@20", "index/recall@10"):
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
     assert all("/" in k and "@" in k for k in metrics if k not in ("val/search", "val/objective"))  # task/metric@k
-    assert metrics["val/objective"] == pytest.approx((metrics["val/copurchase_served/recall@10"]
-                                                      + metrics["val/search"]) / 2)
+    served = (metrics["val/copurchase_served/recall@10"] + metrics["val/copurchase_served/recall@20"]) / 2
+    assert metrics["val/objective"] == pytest.approx((served + metrics["val/search"]) / 2)
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     assert cfg.data.num_products == 200 and cfg.train.max_epochs == 15 and cfg.seed == 0

@@ -29,7 +29,7 @@ from ..models.relevance import product_type
 from ..ranking import build_pipeline
 from ..ranking.modal import load_modal, product_modal, save_modal, split_query_features
 from ..retrievers.bm25 import product_document
-from ..retrievers.copurchase import choose_weights
+from ..retrievers.copurchase import choose_weights, selection_value
 from ..retrievers.expansion import ImageWords
 from ..retrievers.hybrid import HybridRetrieval
 from ..run_dir import RunDir
@@ -107,12 +107,12 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
             catalog.to_pyg(model.config.graph_edge_types).edge_index))
     model.cpu()  # queries are embedded on the CPU from here on, as `gnn-mmsearch search` serves them
     metrics = best_validation(history, cfg.train.monitor)
-    served_key = f"val/copurchase_served/{cfg.train.monitor}"  # what the weights are chosen on
-    weights, metrics[served_key] = choose_weights(
-        lambda scores: evaluate_copurchase(scores, split, "val", (10, 20), cap, cfg.seed)[cfg.train.monitor], emb_val,
-        cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights)
-    log.info("product queries: common-neighbour weight %g, popularity weight %g (validation %s %.4f)",
-             weights.adjacency, weights.popularity, cfg.train.monitor, metrics[served_key])
+    metric = cfg.train.monitor.partition("@")[0]  # the weights are chosen on its mean at 10 and 20
+    weights, served = choose_weights(lambda scores: evaluate_copurchase(scores, split, "val", (10, 20), cap, cfg.seed),
+                                     emb_val, cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights, metric)
+    metrics.update({f"val/copurchase_served/{k}": v for k, v in served.items()})
+    log.info("product queries: common-neighbour weight %g, popularity weight %g (validation %s@10 %.4f, @20 %.4f)",
+             weights.adjacency, weights.popularity, metric, served[f"{metric}@10"], served[f"{metric}@20"])
     metrics.update({f"copurchase/{k}": v for k, v in evaluate_copurchase(weights.scores(emb_test), split, "test",
                                                                           ks, cap, cfg.seed).items()})
     metrics.update({f"graph_space/copurchase/{k}": v
@@ -167,7 +167,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         metrics.update({f"val/{k}": v for k, v in validation.items()})
         metrics["val/search"] = validation_objective(validation)
     # what sweeps optimise (validation only): served co-purchase and, with a relevance head, search, equally weighted
-    monitored = metrics[served_key]
+    monitored = selection_value(served, metric)
     metrics["val/objective"] = (monitored + metrics.get("val/search", monitored)) / 2
     timings["eval_index_s"] = time.perf_counter() - t
     if ranking_stage:
