@@ -11,11 +11,10 @@ from ._retriever import RETRIEVERS, QueryBatch, Retriever
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of every product per query, tied scores sharing the best of their ranks (1, 2, 2, 4), so a
-    fusion never reads catalog order as a signal; ``-inf`` products rank ``inf``."""
-    from scipy.stats import rankdata
-
-    out = rankdata(-np.asarray(scores, np.float64), method="min", axis=1).astype(np.float64)
+    """1-based rank of every product per query (ties by product order); ``-inf`` products rank ``inf``."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    out = np.empty(scores.shape, dtype=np.float64)
+    np.put_along_axis(out, order, np.broadcast_to(np.arange(1, scores.shape[1] + 1, dtype=np.float64), scores.shape), 1)
     out[~np.isfinite(scores)] = np.inf
     return out
 
