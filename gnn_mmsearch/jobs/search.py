@@ -108,8 +108,9 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     model.cpu()  # queries are embedded on the CPU from here on, as `gnn-mmsearch search` serves them
     metrics = best_validation(history, cfg.train.monitor)
     metric = cfg.train.monitor.partition("@")[0]  # the weights are chosen on its mean at 10 and 20
-    weights, served = choose_weights(lambda scores: evaluate_copurchase(scores, split, "val", (10, 20), cap, cfg.seed),
-                                     emb_val, cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights, metric)
+    weights, served = choose_weights(
+        lambda scores: evaluate_copurchase(scores, split, "val", (10, 20), cap, cfg.seed), emb_val,
+        cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights, metric)
     metrics.update({f"val/copurchase_served/{k}": v for k, v in served.items()})
     log.info("product queries: common-neighbour weight %g, popularity weight %g (validation %s@10 %.4f, @20 %.4f)",
              weights.adjacency, weights.popularity, metric, served[f"{metric}@10"], served[f"{metric}@20"])
