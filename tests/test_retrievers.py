@@ -158,7 +158,7 @@ def test_hybrid_retrieval_fuses_the_heads_candidates_with_bm25(tmp_path):
     alone = HybridRetrieval(head, index, rows, depth=4).search(query, ["red wallet"], 4)
     bm25 = RETRIEVERS.create("bm25").fit(catalog, feats)
     fused = HybridRetrieval(head, index, rows, bm25, depth=4).search(query, ["red wallet"], 4)
-    assert set(fused.ids[0]) == set(alone.ids[0])  # BM25 re-scores the head's candidates, adds none
+    assert set(fused.ids[0]) == set(alone.ids[0])  # the head's depth holds every product: BM25 adds none
     assert fused.ids[0][0] == "A" and fused.scores[0][0] == pytest.approx(1.0)  # first for both: score 1
     assert np.all(np.diff(fused.scores[0]) <= 0)
     assert HybridRetrieval(head, index, rows, bm25, depth=4).search(query, None, 4).ids == alone.ids  # no text: head
@@ -207,6 +207,25 @@ def test_image_queries_add_the_raw_image_knn_candidates():
     hybrid.image_weight = 100.0
     assert hybrid.search(photo, None, 1).ids[0][0] == "D"
     assert "D" not in hybrid.search(photo, None, 1, exclude=[["D"]]).ids[0]
+
+
+def test_text_queries_add_bm25s_candidates():
+    from gnn_mmsearch.models import RelevanceEncoder
+    from gnn_mmsearch.retrievers.hybrid import HybridRetrieval
+
+    torch.manual_seed(0)
+    catalog, feats = _catalog(), _features()
+    head = RelevanceEncoder(image_dim=2, text_dim=3, hidden_dim=8, out_dim=4).eval()
+    index = _head_index(head, catalog, feats)
+    query = {"text": feats.text[1:2]}
+    bm25 = RETRIEVERS.create("bm25").fit(catalog, feats)
+    hybrid = HybridRetrieval(head, index, catalog.index_of, bm25, depth=1, bm25_weight=100.0)
+    head_pick = HybridRetrieval(head, index, catalog.index_of, depth=1).search(query, None, 1).ids[0][0]
+    target, words = next((p, w) for p, w in (("A", "leather wallet"), ("B", "canvas bag"), ("C", "coffee mug"))
+                         if p != head_pick)  # a product outside the head's one candidate
+    assert hybrid.search(query, [words], 1).ids[0] == [target]  # BM25's first pick joins the pool, and wins
+    assert target not in hybrid.search(query, [words], 1, exclude=[[target]]).ids[0]
+    assert hybrid.search(query, ["zzz unknown"], 1).ids[0] == [head_pick]  # no BM25 match: nothing joins
 
 
 def test_query_classifier_learns_product_types_and_lifts_them(tmp_path):

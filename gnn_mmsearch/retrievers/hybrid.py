@@ -2,6 +2,7 @@
 and the raw image features (image queries).
 
     candidates = relevance_index.search(head(query), depth)            # filters and exclusions apply everywhere
+               + BM25's top depth                                       # text queries
                + the raw image kNN's top depth                          # image queries
     rrf(d)     = (1 / (k + rank_head(d)) + w_bm25 / (k + rank_bm25(d))) * (k + 1) / (1 + w_bm25)
     score(d)   = rrf(d)                                                 # text queries
@@ -70,8 +71,8 @@ class HybridRetrieval:
     @torch.no_grad()
     def search(self, features: Mapping[str, torch.Tensor], texts: Sequence[str] | None, k: int,
                filter: Filter | None = None, exclude: Sequence[Sequence[str]] | None = None) -> SearchResult:
-        """Top ``max(k, depth)`` per query, best first; ``texts`` (one per query, or ``None``) turn on BM25, image
-        features the raw image candidates and score."""
+        """Top ``max(k, depth)`` per query, best first; ``texts`` (one per query, or ``None``) turn on BM25's
+        candidates and score, image features the raw image candidates and score."""
         vectors = self.head.embed_query_features(**features).numpy()
         depth = max(k, self.depth)
         found = self.index.search(vectors, depth, filter=filter, exclude=exclude)
@@ -91,9 +92,11 @@ class HybridRetrieval:
         ids, scores = [], []
         for q, head_ids in enumerate(found.ids):
             candidates = list(head_ids)
-            if image is not None:
-                candidates += self._image_candidates(image[q], set(head_ids), depth, filter,
-                                                     exclude[q] if exclude is not None else ())
+            pools = [np.where(lexical[q] > 0, lexical[q], -np.inf)] if lexical is not None else []  # a term matched
+            pools += [image[q]] if image is not None else []
+            for pool in pools:
+                candidates += self._candidates(pool, set(candidates), depth, filter,
+                                               exclude[q] if exclude is not None else ())
             rows = np.array([self.rows[i] for i in candidates], np.int64)
             head = self.index.vectors(candidates) @ vectors[q]
             rank_lists, weights = [ranks(head[None])[0]], [1.0]
@@ -117,9 +120,10 @@ class HybridRetrieval:
         items, ok = self.images
         return np.where(ok[None], queries @ np.asarray(items, np.float32).T, -np.inf)
 
-    def _image_candidates(self, scores: np.ndarray, seen: set[str], depth: int, filter: Filter | None,
-                          exclude: Sequence[str]) -> list[str]:
-        """The raw image kNN's top ``depth`` (filter and exclusions applied) not in ``seen``."""
+    def _candidates(self, scores: np.ndarray, seen: set[str], depth: int, filter: Filter | None,
+                    exclude: Sequence[str]) -> list[str]:
+        """The top ``depth`` of catalog-order ``scores`` (BM25 or the raw image cosine; filter and exclusions
+        applied, ``-inf``: never) not in ``seen``."""
         order = np.argsort(-scores, kind="stable")[:depth + len(exclude)]
         ids = [self.index_ids[r] for r in order if np.isfinite(scores[r])]
         ids = [i for i in ids if i in self.index and i not in exclude][:depth]
