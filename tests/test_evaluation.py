@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from gnn_mmsearch.data import EdgeSplit, Product
 from gnn_mmsearch.evaluation import RetrievalMetrics, evaluate_copurchase, evaluate_queries, title_queries, top_k
 from gnn_mmsearch.evaluation.queries import title_query
-from gnn_mmsearch.evaluation.retrieval import block_rows, sample_queries
+from gnn_mmsearch.evaluation.retrieval import block_rows, sample_queries, top_k_indices
 
 
 def _pairs(*pairs) -> torch.Tensor:
@@ -70,6 +70,16 @@ def test_top_k_ranks_by_inner_product():
     queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     assert top_k(queries, items, 2).tolist() == [[0, 1], [2, 1]]
     assert top_k(queries, items, 10).shape == (2, 4)  # k is capped at the number of items
+
+
+def test_top_k_indices_break_ties_by_lower_id_whatever_k_is_asked():
+    scores = torch.randint(0, 4, (64, 300), generator=torch.Generator().manual_seed(0)).float()  # ties by the hundred
+    scores[0] = float("-inf")
+    scores[1, 5:] = float("-inf")  # fewer finite scores than k
+    reference = torch.from_numpy(np.argsort(-scores.numpy(), axis=1, kind="stable"))
+    for k in (1, 10, 50, 300, 400):
+        torch.testing.assert_close(top_k_indices(scores, k), reference[:, :k])
+    assert top_k_indices(scores, 0).shape == (64, 0)
 
 
 def test_top_k_honours_exclude():

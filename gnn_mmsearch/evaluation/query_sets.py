@@ -27,7 +27,7 @@ from ..ranking.modal import split_query_features
 from .attribute_queries import attribute_queries, graded_metrics, ground_truth, relevance
 from .image_queries import image_queries
 from .queries import title_queries
-from .retrieval import RetrievalMetrics, block_rows, evaluate_copurchase, top_k
+from .retrieval import RetrievalMetrics, block_rows, evaluate_copurchase, top_k, top_k_indices
 
 
 @dataclass
@@ -118,8 +118,7 @@ def evaluate_baselines(baselines: Mapping[str, Mapping], catalog: Catalog, featu
 
 
 def _top(scores: np.ndarray, k: int) -> torch.Tensor:
-    scores = torch.from_numpy(scores)
-    return scores.topk(min(k, scores.size(1)), dim=1).indices
+    return top_k_indices(torch.from_numpy(scores), k)
 
 
 HEADLINE = ("text_query/recall@10", "attribute_query/ndcg@10", "image_query/recall@10", "copurchase/recall@10",
