@@ -8,6 +8,7 @@ import torch
 from torch_geometric.metrics import (LinkPredMAP, LinkPredMetricCollection, LinkPredMRR, LinkPredNDCG,
                                      LinkPredPrecision, LinkPredRecall)
 
+from .._topk import top_k_indices
 from ..data.splits import EdgeSplit
 from ..retrievers.copurchase import CopurchaseGraph, ProductScores
 
@@ -70,24 +71,6 @@ def top_k_scores(scores: Callable[[torch.Tensor], torch.Tensor], num_queries: in
             block[exclude[0, sel] - start, exclude[1, sel]] = float("-inf")
         out.append(top_k_indices(block, k))
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
-
-
-def top_k_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Column ids of each row's ``k`` best ``scores``, best first, tied scores by lower id: the top 10 is the same
-    whether 10 or 50 are asked (``torch.topk`` orders ties as its kernel happens to), which matters for lexical and
-    graph baselines whose scores tie by the hundred."""
-    k = min(k, scores.size(1))
-    if k == 0:
-        return torch.empty(scores.size(0), 0, dtype=torch.long)
-    kth = scores.topk(k, dim=1).values[:, -1:]
-    keep, tied = scores >= kth, scores == kth
-    room = k - (keep & ~tied).sum(1)  # how many of the tied each row takes, lowest ids first
-    crowded = (tied.sum(1) > room).nonzero().flatten()  # rows with more ties than room (few, but for baselines)
-    if crowded.numel():
-        keep[crowded] &= ~tied[crowded] | (tied[crowded].cumsum(1) <= room[crowded, None])
-    ids = keep.nonzero()[:, 1].view(scores.size(0), k)  # ascending ids per row
-    order = scores.gather(1, ids).sort(dim=1, descending=True, stable=True).indices
-    return ids.gather(1, order)
 
 
 def evaluate_copurchase(scores: torch.Tensor | ProductScores, split: EdgeSplit, stage: str,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._topk import top_k_indices
 from ..index import Filter, SearchResult, VectorIndex
 from ..models.relevance import RelevanceEncoder
 from ._retriever import QueryBatch
@@ -124,7 +125,7 @@ class HybridRetrieval:
                     exclude: Sequence[str]) -> list[str]:
         """The top ``depth`` of catalog-order ``scores`` (BM25 or the raw image cosine; filter and exclusions
         applied, ``-inf``: never) not in ``seen``."""
-        order = np.argsort(-scores, kind="stable")[:depth + len(exclude)]
+        order = top_k_indices(torch.from_numpy(scores[None]), depth + len(exclude))[0].numpy()  # not a full sort
         ids = [self.index_ids[r] for r in order if np.isfinite(scores[r])]
         ids = [i for i in ids if i in self.index and i not in exclude][:depth]
         if filter is not None and not filter.is_empty:
