@@ -24,7 +24,9 @@ ROWS = {"served": "served (relevance head + BM25 with title boost and image-word
                   "match for text/image; graph + co-purchase signals for products)", "graph_space": "graph space alone",
         "bm25": "BM25", "bm25_title": "BM25, title boosted (title^3)", "raw_text": "raw MiniLM kNN", "raw_image": "raw EfficientNet kNN",
         "raw_concat": "raw concat kNN", "hybrid": "BM25 + MiniLM RRF", "popularity": "popularity (co-purchase degree)",
-        "common_neighbours": "common neighbours (co-purchase graph)"}
+        "common_neighbours": "common neighbours (co-purchase graph)",
+        "bound": "query-set ceiling (products ranked by the chance the query generator gives the query from them: "
+                 "no ranker beats it in expectation)"}
 
 
 def run(seed: int, data: str, run_dir: Path) -> None:
@@ -34,7 +36,8 @@ def run(seed: int, data: str, run_dir: Path) -> None:
 
 
 def value(metrics: dict, row: str, column: str) -> float | None:
-    key = {"served": column, "graph_space": f"graph_space/{column}"}.get(row, f"baseline/{row}/{column}")
+    key = {"served": column, "graph_space": f"graph_space/{column}", "bound": f"bound/{column}"}.get(
+        row, f"baseline/{row}/{column}")
     return metrics.get(key)
 
 

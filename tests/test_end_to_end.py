@@ -116,15 +116,17 @@ def test_run_prints_metrics_table_and_run_directory_last(first_run):
     for name, values in table.items():  # every row is in metrics.json, every metric in the table
         for k, value in values.items():
             assert (float(value) if value else None) == pytest.approx(metrics.get(f"{name}@{k}"), abs=1e-4), (name, k)
-    assert {key.rpartition("@")[0] for key in metrics if "@" in key and not key.startswith(("baseline/", "graph_space/"))} \
+    assert {key.rpartition("@")[0] for key in metrics
+            if "@" in key and not key.startswith(("baseline/", "graph_space/", "bound/"))} \
         == set(table)
     side = lines[end + 1:lines.index("", end + 1)]  # then what is served next to the graph space and every baseline
     assert side[0] == "side by side (baselines: eval.baselines):" and side[1].split()[:2] == ["model", "text_query/recall@10"]
     rows = {line[:line.index("  ")]: line.split()[-5:] for line in side[2:]}
     assert set(rows) == {"served (trained)", "graph space", "bm25", "bm25_title", "raw_text", "raw_image", "raw_concat",
-                         "hybrid", "popularity", "common_neighbours"}
+                         "hybrid", "popularity", "common_neighbours", "query-set ceiling"}
     assert float(rows["bm25"][0]) == pytest.approx(metrics["baseline/bm25/text_query/recall@10"], abs=1e-4)
     assert float(rows["served (trained)"][0]) == pytest.approx(metrics["text_query/recall@10"], abs=1e-4)
+    assert float(rows["query-set ceiling"][0]) == pytest.approx(metrics["bound/text_query/recall@10"], abs=1e-4)
     lines = [line for line in lines if line.strip()]
     examples = re.findall(r'^search "(.*)":$', output, re.MULTILINE)  # taken from this run's catalog
     titles = [set(p.title.lower().split()) for p in Catalog.load(_json(run_dir / "run.json")["catalog_root"]).products

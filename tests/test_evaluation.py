@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from gnn_mmsearch.data import EdgeSplit, Product
 from gnn_mmsearch.evaluation import RetrievalMetrics, evaluate_copurchase, evaluate_queries, title_queries, top_k
-from gnn_mmsearch.evaluation.queries import title_query
+from gnn_mmsearch.evaluation.queries import title_query, title_query_bound, title_query_probability
 from gnn_mmsearch.evaluation.retrieval import block_rows, sample_queries, top_k_indices
 
 
@@ -213,3 +213,26 @@ def test_title_queries_skip_products_without_title_and_are_seeded():
     queries, targets = title_queries(products, [0, 1, 2], seed=0)
     assert targets == [0, 2] and queries[1] == "yoga mat" and queries[0].endswith("sleeve")
     assert title_queries(products, [0, 1, 2], seed=0) == (queries, targets)
+
+
+@pytest.mark.parametrize("product", [Product("p", title="Nordvik red red leather red wallet", brand="Nordvik"),
+                                     Product("p", title="Amazon eGift Card - Happy Birthday card", brand="Amazon"),
+                                     Product("p", title="gift card")])
+def test_title_query_probability_is_the_generators_frequency(product):
+    rng, n = np.random.default_rng(0), 20_000
+    seen: dict[str, int] = {}
+    for _ in range(n):
+        q = title_query(product, rng)
+        seen[q] = seen.get(q, 0) + 1
+    assert sum(title_query_probability(q, product) for q in seen) == pytest.approx(1.0)
+    assert max(abs(c / n - title_query_probability(q, product)) for q, c in seen.items()) < 0.01
+    assert title_query_probability("blue wallet", product) == 0.0
+
+
+def test_title_query_bound_ranks_by_probability_with_random_ties():
+    products = [Product("a", title="Acme gift card", brand="Acme"), Product("b", title="Bolt gift card", brand="Bolt"),
+                Product("c", title="red gift card"), Product("d", title="mug")]
+    assert title_query_probability("gift card", products[2]) == pytest.approx(0.7 * 0.3 + 0.3 ** 2)
+    # "gift card" of a: tied first with b; of c: behind a and b
+    got = title_query_bound(products, ["gift card", "gift card"], [0, 2], (1, 2, 3))
+    assert got == pytest.approx({"recall@1": 0.25, "recall@2": 0.5, "recall@3": 1.0})

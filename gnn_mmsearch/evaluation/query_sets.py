@@ -125,14 +125,16 @@ HEADLINE = ("text_query/recall@10", "attribute_query/ndcg@10", "image_query/reca
             "crossmodal/recall@10")
 
 
+OTHER_ROWS = {"graph_space": "graph space", "bound": "query-set ceiling"}  # metric prefix -> row
+
+
 def side_by_side(metrics: Mapping[str, float], columns: Sequence[str] = HEADLINE) -> str:
-    """What ``search`` serves, the graph space alone and every baseline in one table, one column per headline metric
-    ('-': not answered)."""
+    """What ``search`` serves, the graph space alone, every baseline and the query set's ceiling in one table, one
+    column per headline metric ('-': not answered)."""
     rows = {"served (trained)": {c: metrics.get(c) for c in columns}}
     for key, value in metrics.items():
         prefix, _, rest = key.partition("/")
-        name, metric = ("graph space", rest) if prefix == "graph_space" else rest.split("/", 1) if \
-            prefix == "baseline" else (None, None)
+        name, metric = rest.split("/", 1) if prefix == "baseline" and "/" in rest else (OTHER_ROWS.get(prefix), rest)
         if name and metric in columns:
             rows.setdefault(name, {})[metric] = value
     shown = [c for c in columns if any(r.get(c) is not None for r in rows.values())]

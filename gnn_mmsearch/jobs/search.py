@@ -19,6 +19,7 @@ from ..data import load_catalog, split_edges, split_products
 from ..device import resolve_device
 from ..evaluation import evaluate_copurchase, evaluate_title_to_image, format_metrics, served_query_metrics, top_k
 from ..evaluation.crossmodal import title_to_image
+from ..evaluation.queries import title_query_bound
 from ..evaluation.retrieval import sample_queries
 from ..evaluation.query_sets import (QuerySet, evaluate_baselines, evaluate_model, evaluate_served, query_sets,
                                       side_by_side)
@@ -123,6 +124,10 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         sets = query_sets(catalog, model, held_out, cfg.seed, Path(work_dir))
     metrics.update({f"graph_space/{k}": v for k, v in evaluate_model(model.embed_queries, sets, emb_test, ks).items()})
     metrics.update(evaluate_baselines(cfg.eval.baselines, catalog, feats, sets, split, ks, cap, cfg.seed))
+    text = next((qs for qs in sets if qs.name == "text_query"), None)
+    if text is not None:  # what no ranker beats in expectation on these queries
+        metrics.update({f"bound/text_query/{k}": v for k, v in
+                        title_query_bound(catalog.products, text.queries.texts, text.targets, ks).items()})
     head, head_history, validation_sets, started = None, [], [], time.perf_counter()
     if cfg.relevance.enabled:
         head, head_history, validation_sets = fit_relevance_head(cfg, catalog, feats, model, holdout)
@@ -177,7 +182,6 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
                                    run / run.RANKING_FEATURES, min(ks)))
         timings["ranking_s"] = time.perf_counter() - t
     metrics.update(evaluate_served(searcher, sets, ks))
-    text = next((qs for qs in sets if qs.name == "text_query"), None)
     if text is not None:
         vectors = model.embed_queries(text.queries.features).detach().numpy()
         served = [searcher.pipeline.query(v, index.vectors, modal=m)
@@ -202,7 +206,8 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         "features": feats.stats, "epochs": len(history), "timings_s": timings,
         "epoch_timings": trainer.epoch_timings})
 
-    print(format_metrics({k: v for k, v in metrics.items() if not k.startswith(("baseline/", "graph_space/"))}))
+    print(format_metrics({k: v for k, v in metrics.items()
+                          if not k.startswith(("baseline/", "graph_space/", "bound/"))}))  # those: side by side
     print(f"\nside by side (baselines: eval.baselines):\n{side_by_side(metrics)}")
     examples = cfg.eval.examples if cfg.eval.examples is not None else text.queries.texts[:3] if text else []
     for q in examples:
