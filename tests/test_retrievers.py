@@ -55,6 +55,12 @@ def test_bm25_title_boost_puts_products_whose_title_names_the_query_first():
         BM25Retriever(title_weight=-1.0)
 
 
+def test_bm25_matches_one_character_words():
+    catalog = Catalog([Product("A", title="Gift Cards, Multipack of 3"), Product("B", title="Gift Cards, Multipack of 4")])
+    scores = RETRIEVERS.create("bm25").fit(catalog).scores(QueryBatch(["gift cards multipack 4"]))[0]
+    assert scores[1] > scores[0]
+
+
 def test_raw_feature_retriever_is_cosine_knn_over_present_features():
     raw = RETRIEVERS.create("raw", modalities=["image"]).fit(_catalog(), _features())
     scores = raw.scores(QueryBatch(features={"image": torch.tensor([[0.0, 2.0]])}))

@@ -11,6 +11,8 @@ from ..data.catalog import Catalog, Product
 from ..features import ProductFeatures
 from ._retriever import RETRIEVERS, QueryBatch, Retriever
 
+TOKEN_PATTERN = r"(?u)\b\w+\b"  # every word, one-character ones too ("multipack of 4"), as Lucene's standard tokenizer
+
 
 def product_document(product: Product) -> str:
     """The text BM25 indexes: title, description and brand (empty when the product has none)."""
@@ -54,9 +56,7 @@ class BM25Retriever(Retriever):
         return queries.texts is not None
 
     def scores(self, queries: QueryBatch) -> np.ndarray:
-        import bm25s
-
-        tokens = bm25s.tokenize(list(queries.texts), stopwords="en", return_ids=False, show_progress=False)
+        tokens = _tokenize(queries.texts, return_ids=False)
         out = _scores(self.model, tokens, len(self.has_text))
         visible = self.has_text
         if self.title_weight:
@@ -75,8 +75,14 @@ def _index(docs: Sequence[str], k1: float, b: float):
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
     model = bm25s.BM25(k1=k1, b=b)
-    model.index(bm25s.tokenize([d or "_" for d in docs], stopwords="en", show_progress=False), show_progress=False)
+    model.index(_tokenize([d or "_" for d in docs]), show_progress=False)
     return model
+
+
+def _tokenize(texts: Sequence[str], **kwargs):
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", token_pattern=TOKEN_PATTERN, show_progress=False, **kwargs)
 
 
 def _scores(model, tokens: Sequence[Sequence[str]], n: int) -> np.ndarray:

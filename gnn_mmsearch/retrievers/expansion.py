@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s' token pattern
+TOKEN = re.compile(r"(?u)\b\w\w+\b")  # words of 2+ characters: one letter or digit is nothing a photo or a word vector shows
 
 
 def words(text: str | None) -> list[str]:
-    """Lower-cased BM25 tokens of ``text`` without stopwords, in order (repeats kept)."""
+    """Lower-cased words of ``text`` (2+ characters) without BM25's stopwords, in order (repeats kept)."""
     from bm25s.stopwords import STOPWORDS_EN
 
     return [w for w in TOKEN.findall((text or "").lower()) if w not in STOPWORDS_EN]
