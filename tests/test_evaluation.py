@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from gnn_mmsearch.data import EdgeSplit, Product
 from gnn_mmsearch.evaluation import RetrievalMetrics, evaluate_copurchase, evaluate_queries, title_queries, top_k
 from gnn_mmsearch.evaluation.queries import title_query, title_query_bound, title_query_probability
-from gnn_mmsearch.evaluation.retrieval import block_rows, sample_queries, top_k_indices
+from gnn_mmsearch._topk import top_k_indices
+from gnn_mmsearch.evaluation.retrieval import block_rows, sample_queries
 
 
 def _pairs(*pairs) -> torch.Tensor:

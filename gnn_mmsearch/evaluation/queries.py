@@ -29,7 +29,10 @@ def title_query(product: Product, rng: np.random.Generator, drop: float = 0.3) -
 
 def title_query_probability(query: str, product: Product, drop: float = 0.3) -> float:
     """The chance that ``title_query(product)`` returns ``query``: a sum over the sets of kept words that spell it."""
-    q, words = query.split(), _title_words(product)
+    return _probability(query.split(), _title_words(product), drop)
+
+
+def _probability(q: list[str], words: list[str], drop: float) -> float:
     if len(words) <= 2 or not q or q[-1] != words[-1]:
         return float(q == words)
     head, m, n = q[:-1], len(q) - 1, len(words) - 1
@@ -47,16 +50,18 @@ def title_query_bound(products: Sequence[Product], queries: Sequence[str], targe
     """``recall@k`` that no ranker beats in expectation on these title queries: every product ranked by the chance
     that the generator gives the query from it (Bayes-optimal when any product may be the target), ties in random
     order. Only products whose title ends with the query's last word can give it."""
+    titles = [_title_words(p) for p in products]
     by_last = defaultdict(list)
-    for i, product in enumerate(products):
-        if words := _title_words(product):
-            by_last[words[-1]].append(i)
+    for words in titles:
+        if words:
+            by_last[words[-1]].append(words)
     recall = np.zeros(len(ks))
     for query, target in zip(queries, targets):
-        p_target = title_query_probability(query, products[target], drop)
+        q = query.split()
+        p_target = _probability(q, titles[target], drop)
         above = ties = 0
-        for i in by_last[query.split()[-1]]:
-            p = title_query_probability(query, products[i], drop)
+        for words in by_last[q[-1]]:
+            p = _probability(q, words, drop)
             if math.isclose(p, p_target, rel_tol=1e-9):
                 ties += 1
             elif p > p_target:

@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .._topk import top_k_indices
 from ..data.catalog import Catalog
 from ..data.splits import EdgeSplit
 from ..features import ProductFeatures
@@ -27,7 +28,7 @@ from ..ranking.modal import split_query_features
 from .attribute_queries import attribute_queries, graded_metrics, ground_truth, relevance
 from .image_queries import image_queries
 from .queries import title_queries
-from .retrieval import RetrievalMetrics, block_rows, evaluate_copurchase, top_k, top_k_indices
+from .retrieval import RetrievalMetrics, block_rows, evaluate_copurchase, top_k
 
 
 @dataclass

@@ -109,12 +109,13 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
     model.cpu()  # queries are embedded on the CPU from here on, as `gnn-mmsearch search` serves them
     metrics = best_validation(history, cfg.train.monitor)
     metric = cfg.train.monitor.partition("@")[0]  # the weights are chosen on its mean at 10 and 20
-    weights, served = choose_weights(
+    weights, copurchase_val = choose_weights(
         lambda scores: evaluate_copurchase(scores, split, "val", (10, 20), cap, cfg.seed), emb_val,
         cfg.copurchase.adjacency_weights, cfg.copurchase.popularity_weights, metric)
-    metrics.update({f"val/copurchase_served/{k}": v for k, v in served.items()})
+    metrics.update({f"val/copurchase_served/{k}": v for k, v in copurchase_val.items()})
     log.info("product queries: common-neighbour weight %g, popularity weight %g (validation %s@10 %.4f, @20 %.4f)",
-             weights.adjacency, weights.popularity, metric, served[f"{metric}@10"], served[f"{metric}@20"])
+             weights.adjacency, weights.popularity, metric, copurchase_val[f"{metric}@10"],
+             copurchase_val[f"{metric}@20"])
     metrics.update({f"copurchase/{k}": v for k, v in evaluate_copurchase(weights.scores(emb_test), split, "test",
                                                                           ks, cap, cfg.seed).items()})
     metrics.update({f"graph_space/copurchase/{k}": v
@@ -173,7 +174,7 @@ def run(cfg: DictConfig, run: RunDir, tracker: Tracker) -> dict[str, float]:
         metrics.update({f"val/{k}": v for k, v in validation.items()})
         metrics["val/search"] = validation_objective(validation)
     # what sweeps optimise (validation only): served co-purchase and, with a relevance head, search, equally weighted
-    monitored = selection_value(served, metric)
+    monitored = selection_value(copurchase_val, metric)
     metrics["val/objective"] = (monitored + metrics.get("val/search", monitored)) / 2
     timings["eval_index_s"] = time.perf_counter() - t
     if ranking_stage:
